@@ -1,0 +1,3 @@
+"""promptrecord: the system of record for LLM prompts."""
+
+__version__ = "0.1.0"

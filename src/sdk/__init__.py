@@ -1,0 +1,1 @@
+"""The promptrecord client library; imports nothing of the server."""

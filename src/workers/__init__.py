@@ -1,0 +1,1 @@
+"""Background work: Dramatiq broker, actors, dispatcher (evals, webhooks, metrics)."""
