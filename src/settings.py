@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     database_schema: str | None = Field(
         default=None, description="PostgreSQL schema for the events and tables (default: public)"
     )
-    redis_url: str | None = Field(default=None, description="redis://host:port/db; none = in-process")
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db; none = in-process"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     admin_key_file: Path = Path("./promptrecord-admin.key")
@@ -30,6 +32,9 @@ class Settings(BaseSettings):
         default=0.1, description="seconds between polls of the event log by the live state"
     )
     snapshot_interval: int = Field(default=50, description="events between aggregate snapshots")
+    aggregate_cache_size: int = Field(
+        default=10_000, description="aggregates kept in memory by each process for commands"
+    )
 
     @property
     def is_postgres(self) -> bool:
@@ -39,6 +44,10 @@ class Settings(BaseSettings):
         """The eventsourcing library's environment for this database URL."""
         env: dict[str, str] = {
             "IS_SNAPSHOTTING_ENABLED": "y",
+            # Commands reload aggregates from a cache and read only the events stored since,
+            # so several processes stay correct while a command costs one query per aggregate.
+            "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         }
         url = urlparse(self.database_url)
@@ -52,6 +61,9 @@ class Settings(BaseSettings):
                 POSTGRES_PASSWORD=unquote(url.password or ""),
                 POSTGRES_POOL_SIZE="10",
                 POSTGRES_MAX_OVERFLOW="20",
+                # one round trip per save: lock, notify and insert run in a server function
+                POSTGRES_ENABLE_DB_FUNCTIONS="y",
+                APPLICATION_RECORDER_TOPIC="promptrecord.persistence.postgres:PromptRecordRecorder",
                 CREATE_TABLE="y",
             )
             if self.database_schema:

@@ -45,7 +45,7 @@ class CommandResult:
     value: Any = None
 
 
-class PromptRecord(Application):
+class PromptRecord(Application[UUID]):
     """Commands on workspaces, prompts, deployments and pins. Reads go through aggregates."""
 
     name = "PromptRecord"
@@ -56,7 +56,8 @@ class PromptRecord(Application):
         clock: Callable[[], datetime] = utcnow,
         snapshot_interval: int = 50,
     ) -> None:
-        self.snapshotting_intervals = {
+        # Per instance, so a deployment can tune the interval from its settings.
+        self.snapshotting_intervals = {  # type: ignore[misc]
             Workspace: snapshot_interval,
             Prompt: snapshot_interval,
             Deployment: snapshot_interval,
@@ -69,7 +70,7 @@ class PromptRecord(Application):
 
     def _get(self, cls: type[A], aggregate_id: UUID, missing: NotFound) -> A:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise missing from None
         assert isinstance(aggregate, cls)
@@ -122,7 +123,12 @@ class PromptRecord(Application):
         ws = Workspace(slug=slug, name=name or slug, environments=envs, actor=SYSTEM.as_dict())
         token = new_token()
         ws.issue_key(
-            token.key_id, "bootstrap admin", "admin", hash_secret(token.secret), None, None,
+            token.key_id,
+            "bootstrap admin",
+            "admin",
+            hash_secret(token.secret),
+            None,
+            None,
             SYSTEM.as_dict(),
         )
         return self._commit(ws, value=token.key_id), token.token
@@ -409,7 +415,14 @@ class PromptRecord(Application):
     ) -> CommandResult:
         rollout = {"share": check_share(share), "key_by": check_key_by(key_by)}
         return self._deploy(
-            workspace, name, environment, candidate, "rollout", rollout, actor, reason,
+            workspace,
+            name,
+            environment,
+            candidate,
+            "rollout",
+            rollout,
+            actor,
+            reason,
             expected_revision,
         )
 
@@ -435,8 +448,14 @@ class PromptRecord(Application):
         if policy.required_approvals > 0:
             request_id = uuid.uuid4().hex[:12]
             deployment.request_promotion(
-                request_id, version, mode, rollout, policy.required_approvals, reason,
-                actor.as_dict(), now,
+                request_id,
+                version,
+                mode,
+                rollout,
+                policy.required_approvals,
+                reason,
+                actor.as_dict(),
+                now,
             )
             value = {"status": "pending_approval", "request_id": request_id}
             return self._commit(deployment, value=value)
@@ -457,8 +476,14 @@ class PromptRecord(Application):
         if mode == "rollout":
             assert rollout is not None
             deployment.start_rollout(
-                uuid.uuid4().hex, version, rollout["share"], rollout["key_by"], request_id,
-                reason, actor.as_dict(), now,
+                uuid.uuid4().hex,
+                version,
+                rollout["share"],
+                rollout["key_by"],
+                request_id,
+                reason,
+                actor.as_dict(),
+                now,
             )
         else:
             deployment.promote(version, request_id, reason, actor.as_dict(), now)
@@ -491,13 +516,21 @@ class PromptRecord(Application):
         author = prompt.get_version(request["version"])["author"]
         policy = ws.policy(environment)
         now = self.clock()
-        ready = deployment.approve(request_id, author, policy.four_eyes, reason, actor.as_dict(), now)
+        ready = deployment.approve(
+            request_id, author, policy.four_eyes, reason, actor.as_dict(), now
+        )
         status = "pending_approval"
         if ready:
             self._servable(ws, prompt, environment, request["version"])
             self._execute(
-                deployment, request["version"], request["mode"], request["rollout"], request_id,
-                request["reason"], actor, now,
+                deployment,
+                request["version"],
+                request["mode"],
+                request["rollout"],
+                request_id,
+                request["reason"],
+                actor,
+                now,
             )
             status = _done(request["mode"])
         approvals = len(deployment.requests[request_id]["approvals"])

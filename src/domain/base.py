@@ -81,7 +81,7 @@ class ChainedAggregate(Aggregate):
         super().trigger_event(event_class, **kwargs)
 
     @classmethod
-    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:  # noqa: A002
+    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:
         kwargs.setdefault("prev_hash", GENESIS_HASH)
         return super()._create(event_class, id=id, **kwargs)
 

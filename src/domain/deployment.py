@@ -27,9 +27,7 @@ def check_share(share: float, field: str = "share") -> float:
 
 def check_key_by(key_by: str) -> str:
     if key_by not in KEY_BY:
-        raise InvalidInput(
-            f"key_by {key_by!r} is not one of {', '.join(KEY_BY)}", field="key_by"
-        )
+        raise InvalidInput(f"key_by {key_by!r} is not one of {', '.join(KEY_BY)}", field="key_by")
     return key_by
 
 
@@ -165,7 +163,7 @@ class Deployment(ChainedAggregate):
         if approver in {identity(a) for a in request["approvals"]}:
             raise Conflict("you have already approved this request", code="already_approved")
         self._promotion_approved(request_id, reason, actor, timestamp)
-        return len(self.requests[request_id]["approvals"]) >= request["required_approvals"]
+        return bool(len(self.requests[request_id]["approvals"]) >= request["required_approvals"])
 
     @event("PromotionApproved")
     def _promotion_approved(
@@ -174,7 +172,9 @@ class Deployment(ChainedAggregate):
         request = self.requests[request_id]
         request["approvals"] = [*request["approvals"], actor]
 
-    def reject(self, request_id: str, reason: str, actor: dict[str, Any], timestamp: datetime) -> None:
+    def reject(
+        self, request_id: str, reason: str, actor: dict[str, Any], timestamp: datetime
+    ) -> None:
         self.pending_request(request_id)
         self._promotion_rejected(request_id, reason, actor, timestamp)
 
@@ -308,7 +308,9 @@ class Deployment(ChainedAggregate):
 
     def complete_rollout(self, reason: str, actor: dict[str, Any], timestamp: datetime) -> int:
         rollout = self._active_rollout()
-        self._rollout_completed(rollout["rollout_id"], rollout["candidate"], reason, actor, timestamp)
+        self._rollout_completed(
+            rollout["rollout_id"], rollout["candidate"], reason, actor, timestamp
+        )
         return int(rollout["candidate"])
 
     @event("RolloutCompleted")

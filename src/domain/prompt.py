@@ -49,6 +49,16 @@ class Prompt(ChainedAggregate):
         self.archived = False
         self.versions: list[dict[str, Any]] = []
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Prompt:
+        # The repository copies cached aggregates for every command. Committed versions are
+        # never changed, so a copy can share them; copying each content would cost more
+        # than the rest of a command as a prompt's history grows.
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.versions = list(self.versions)
+        clone.__dict__["_pending_events"] = list(self.pending_events)
+        return clone
+
     @property
     def head(self) -> dict[str, Any] | None:
         return self.versions[-1] if self.versions else None

@@ -187,9 +187,7 @@ def _promoted(state: ResolutionState, e: Any) -> None:
 
 def _rollout_started(state: ResolutionState, e: Any) -> None:
     d = _deployment(state, e)
-    d.rollout = RolloutView(
-        e.rollout_id, e.baseline, e.candidate, e.share, e.key_by, event_id(e)
-    )
+    d.rollout = RolloutView(e.rollout_id, e.baseline, e.candidate, e.share, e.key_by, event_id(e))
 
 
 def _rollout_adjusted(state: ResolutionState, e: Any) -> None:
@@ -285,11 +283,14 @@ def resolve(
     if tenant is not None:
         pin = state.pins.get((workspace, tenant, prompt, environment))
         if pin is not None and at < pin.expires_at:
-            return Resolution(view.versions[pin.version], "pinned", pin.event_id, None, pin.expires_at)
+            return Resolution(
+                view.versions[pin.version], "pinned", pin.event_id, None, pin.expires_at
+            )
     deployment = state.deployments.get((workspace, prompt, environment))
     if deployment is None or deployment.serving is None:
         raise NotFound(
-            f"nothing is deployed for prompt {prompt!r} in {environment!r}; promote a version first",
+            f"nothing is deployed for prompt {prompt!r} in {environment!r}; "
+            "promote a version first",
             field="environment",
             code="not_deployed",
         )

@@ -1,0 +1,20 @@
+"""The API as `promptrecord serve` runs it, plus a constant-JSON route as the baseline."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from promptrecord.api.app import create_app
+
+app = create_app()
+
+
+@app.get("/bench/constant", include_in_schema=False)
+async def constant() -> dict[str, object]:
+    return {"prompt": "support-bot", "version": 1, "reason": "promoted"}
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -1,0 +1,1 @@
+"""Storage adjustments to the eventsourcing recorders, one module per backend."""
