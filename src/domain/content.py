@@ -42,7 +42,9 @@ def _normalise_model(model: Any) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise _fail(f"model.{key} must be a number", f"content.model.{key}")
             if key == "temperature" and not 0 <= value <= 2:
-                raise _fail("model.temperature must be between 0 and 2", "content.model.temperature")
+                raise _fail(
+                    "model.temperature must be between 0 and 2", "content.model.temperature"
+                )
             if key == "top_p" and not 0 <= value <= 1:
                 raise _fail("model.top_p must be between 0 and 1", "content.model.top_p")
             out[key] = float(value)

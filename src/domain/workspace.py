@@ -78,7 +78,9 @@ class Workspace(ChainedAggregate):
     def policy(self, environment: str) -> EnvironmentPolicy:
         return EnvironmentPolicy(**self.policies.get(environment, {}))
 
-    def set_policy(self, environment: str, policy: EnvironmentPolicy, actor: dict[str, Any]) -> None:
+    def set_policy(
+        self, environment: str, policy: EnvironmentPolicy, actor: dict[str, Any]
+    ) -> None:
         self.require_environment(environment)
         self._policy_set(environment, policy.as_dict(), actor)
 
