@@ -1,1 +1,1 @@
-"""The domain: aggregates, events, commands, resolution, templates and diffs. Imports nothing else of ours."""
+"""The domain: aggregates, events, commands, resolution; imports nothing else of ours."""
