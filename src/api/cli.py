@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from promptrecord import __version__
-from promptrecord.domain.errors import DomainError
+from promptrecord.domain.errors import Conflict, DomainError
 from promptrecord.settings import Settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
@@ -30,10 +30,13 @@ def _describe_database(settings: Settings) -> str:
 
 
 def write_admin_key(path: Path, token: str) -> None:
-    """Write a key readable by its owner only; never overwrite one that exists."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Write a key readable by its owner only (a key left from an older database is replaced)."""
+    scratch = path.with_name(path.name + ".new")
+    scratch.unlink(missing_ok=True)
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
+    scratch.replace(path)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -48,12 +51,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     services = Services.open(settings)
     slug = settings.default_workspace
     if not services.live.state.workspaces:
-        _result, token = services.app.create_workspace(slug, "Default workspace")
-        write_admin_key(settings.admin_key_file, token)
-        print(
-            f"created workspace {slug!r}; its admin key is in {settings.admin_key_file} "
-            "(shown nowhere else — keep it safe)"
-        )
+        try:
+            _result, token = services.app.create_workspace(slug, "Default workspace")
+        except Conflict:
+            pass  # another replica bootstrapped the same empty database a moment ago
+        else:
+            write_admin_key(settings.admin_key_file, token)
+            print(
+                f"created workspace {slug!r}; its admin key is in {settings.admin_key_file} "
+                "(shown nowhere else — keep it safe)"
+            )
     print(f"promptrecord {__version__} listening on http://{host}:{port}")
     print(f"database: {_describe_database(settings)}; docs at http://{host}:{port}/docs")
     try:
