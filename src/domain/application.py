@@ -155,8 +155,16 @@ class PromptRecord(Application[UUID]):
         )
         return self._commit(ws, value=token.key_id), token
 
-    def revoke_key(self, workspace: str, key_id: str, reason: str, actor: Actor) -> CommandResult:
+    def revoke_key(
+        self,
+        workspace: str,
+        key_id: str,
+        reason: str,
+        actor: Actor,
+        expected_revision: int | None = None,
+    ) -> CommandResult:
         ws = self.workspace(workspace)
+        self._expect(ws, expected_revision, f"workspace {workspace!r}")
         ws.revoke_key(key_id, reason, actor.as_dict())
         return self._commit(ws)
 
@@ -357,8 +365,19 @@ class PromptRecord(Application[UUID]):
             )
         return deployment
 
-    def _servable(self, ws: Workspace, prompt: Prompt, environment: str, number: int) -> None:
-        """Refuse a version the environment's policy will not serve."""
+    def _servable(
+        self,
+        ws: Workspace,
+        prompt: Prompt,
+        environment: str,
+        number: int,
+        check_order: bool = True,
+    ) -> None:
+        """Refuse a version the environment's policy will not serve.
+
+        Pins skip the ordering rule (`check_order=False`): holding one tenant on a version
+        is an override, but still never to an archived prompt or a floating model.
+        """
         if prompt.archived:
             raise Conflict(
                 f"prompt {prompt.name!r} is archived; unarchive it before deploying",
@@ -374,7 +393,7 @@ class PromptRecord(Application[UUID]):
                 code="floating_model",
             )
         previous = ws.previous_environment(environment)
-        if policy.require_previous_environment and previous is not None:
+        if check_order and policy.require_previous_environment and previous is not None:
             before = self.deployment(ws.slug, prompt.name, previous)
             if before is None or number not in before.ever_served:
                 raise Conflict(
@@ -507,11 +526,13 @@ class PromptRecord(Application[UUID]):
         request_id: str,
         actor: Actor,
         reason: str = "",
+        expected_revision: int | None = None,
     ) -> CommandResult:
         """Approve a request; the last approval needed carries it out in the same commit."""
         ws = self.workspace(workspace)
         prompt = self.prompt(workspace, name)
         deployment = self._existing_deployment(workspace, name, environment)
+        self._expect(deployment, expected_revision, f"deployment of {name!r} in {environment}")
         request = deployment.pending_request(request_id)
         author = prompt.get_version(request["version"])["author"]
         policy = ws.policy(environment)
@@ -545,8 +566,10 @@ class PromptRecord(Application[UUID]):
         request_id: str,
         actor: Actor,
         reason: str = "",
+        expected_revision: int | None = None,
     ) -> CommandResult:
         deployment = self._existing_deployment(workspace, name, environment)
+        self._expect(deployment, expected_revision, f"deployment of {name!r} in {environment}")
         deployment.reject(request_id, reason, actor.as_dict(), self.clock())
         return self._commit(deployment, value={"status": "rejected", "request_id": request_id})
 
@@ -641,13 +664,19 @@ class PromptRecord(Application[UUID]):
         ws = self.workspace(workspace)
         ws.require_environment(environment)
         prompt = self.prompt(workspace, name)
-        prompt.get_version(version)
+        self._servable(ws, prompt, environment, version, check_order=False)
         policy = ws.policy(environment)
         now = self.clock()
         if expires_at is not None and ttl_seconds is not None:
             raise InvalidInput("give expires_at or ttl_seconds, not both", field="expires_at")
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise InvalidInput(
+                f"ttl_seconds must be positive (got {ttl_seconds}); to end a pin, unpin it",
+                field="ttl_seconds",
+            )
         if expires_at is None:
-            expires_at = now + timedelta(seconds=ttl_seconds or policy.pin_default_ttl_seconds)
+            ttl = policy.pin_default_ttl_seconds if ttl_seconds is None else ttl_seconds
+            expires_at = now + timedelta(seconds=ttl)
         if expires_at.tzinfo is None:
             raise InvalidInput(
                 "expires_at needs a timezone, e.g. 2026-03-14T09:00:00Z", field="expires_at"

@@ -32,8 +32,17 @@ def check_key_by(key_by: str) -> str:
 
 
 def identity(actor: dict[str, Any]) -> str:
-    """The person behind an actor for four-eyes: who a CI key acts for, else the key itself."""
+    """The person behind an actor: who a CI key acts for, else the key itself."""
     return str(actor.get("on_behalf_of") or actor["key_id"])
+
+
+def _same_party(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two actors may be one person, for four-eyes and for counting approvals.
+
+    The same key is always one party: `on_behalf_of` is asserted by the caller, so a key
+    cannot become several approvers by naming several people.
+    """
+    return bool(one["key_id"] == other["key_id"] or identity(one) == identity(other))
 
 
 class Deployment(ChainedAggregate):
@@ -147,20 +156,19 @@ class Deployment(ChainedAggregate):
     ) -> bool:
         """Record an approval; returns True when the request now has enough approvals."""
         request = self.pending_request(request_id)
-        approver = identity(actor)
-        if four_eyes and approver == identity(request["requester"]):
+        if four_eyes and _same_party(actor, request["requester"]):
             raise Forbidden(
                 "four-eyes policy: the requester cannot approve their own request; "
                 "ask another deployer",
                 code="four_eyes",
             )
-        if four_eyes and approver == identity(author):
+        if four_eyes and _same_party(actor, author):
             raise Forbidden(
                 f"four-eyes policy: the author of version {request['version']} cannot approve "
                 "its promotion; ask another deployer",
                 code="four_eyes",
             )
-        if approver in {identity(a) for a in request["approvals"]}:
+        if any(_same_party(actor, earlier) for earlier in request["approvals"]):
             raise Conflict("you have already approved this request", code="already_approved")
         self._promotion_approved(request_id, reason, actor, timestamp)
         return bool(len(self.requests[request_id]["approvals"]) >= request["required_approvals"])

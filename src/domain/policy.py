@@ -9,6 +9,7 @@ from promptrecord.domain.errors import InvalidInput
 
 DEFAULT_ENVIRONMENTS = ("development", "staging", "production")
 ROLES = ("viewer", "runtime", "editor", "deployer", "admin")
+MAX_PIN_TTL_SECONDS = 10 * 365 * 24 * 3600
 
 
 def role_rank(role: str) -> int:
@@ -59,6 +60,11 @@ class EnvironmentPolicy:
             raise InvalidInput(
                 "pin_default_ttl_seconds must be at least 60",
                 field="policy.pin_default_ttl_seconds",
+            )
+        if self.pin_max_ttl_seconds > MAX_PIN_TTL_SECONDS:
+            raise InvalidInput(
+                f"pin_max_ttl_seconds must be at most {MAX_PIN_TTL_SECONDS} (ten years)",
+                field="policy.pin_max_ttl_seconds",
             )
         if self.pin_max_ttl_seconds < self.pin_default_ttl_seconds:
             raise InvalidInput(

@@ -1,0 +1,1 @@
+"""The HTTP interface of promptrecord: the FastAPI app, its routes, auth and idempotency."""
