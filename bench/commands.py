@@ -12,7 +12,8 @@ Usage: .venv/bin/python bench/commands.py [--database-url postgresql://root@127.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
+import multiprocessing
 import os
 import platform
 import socket
@@ -23,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -45,34 +47,43 @@ def content(i: int) -> dict[str, Any]:
     }
 
 
-def raw_inserts(url: str, schema: str, n: int) -> float:
-    with psycopg.connect(url, autocommit=False) as conn:
-        conn.execute(f"CREATE TABLE {schema}.scratch (id bigserial primary key, body jsonb)")
+def raw_inserts(conn: psycopg.Connection[Any], schema: str, n: int) -> float:
+    started = time.perf_counter()
+    for i in range(n):
+        conn.execute(f"INSERT INTO {schema}.scratch (body) VALUES (%s)", (f'{{"i": {i}}}',))
         conn.commit()
+    return n / (time.perf_counter() - started)
+
+
+class CommandRun:
+    """Commits and promotes on PROMPTS prompts, continuing where the last round stopped."""
+
+    def __init__(self, settings: Settings, prompts: int = 20) -> None:
+        self.app = PromptRecord(env=settings.eventsourcing_env())
+        self.app.create_workspace("bench")
+        self.names = [f"p{i}" for i in range(prompts)]
+        for name in self.names:
+            self.app.create_prompt("bench", ACTOR, name=name, content=content(0))
+        self.commits = 0
+        self.promotes = 0
+
+    def commit(self, n: int) -> float:
         started = time.perf_counter()
-        for i in range(n):
-            conn.execute(f"INSERT INTO {schema}.scratch (body) VALUES (%s)", (f'{{"i": {i}}}',))
-            conn.commit()
+        for _ in range(n):
+            self.commits += 1
+            name = self.names[self.commits % len(self.names)]
+            self.app.commit_version("bench", name, content(self.commits), ACTOR, message="bench")
         return n / (time.perf_counter() - started)
 
-
-def commands(settings: Settings, n: int, prompts: int) -> tuple[float, float]:
-    app = PromptRecord(env=settings.eventsourcing_env())
-    app.create_workspace("bench")
-    names = [f"p{i}" for i in range(prompts)]
-    for name in names:
-        app.create_prompt("bench", ACTOR, name=name, content=content(0))
-    started = time.perf_counter()
-    for i in range(n):
-        app.commit_version("bench", names[i % prompts], content(i + 1), ACTOR, message="bench")
-    commit_rate = n / (time.perf_counter() - started)
-    started = time.perf_counter()
-    for i in range(n):
-        # alternate versions 1 and 2 so every promote changes what serves
-        app.promote("bench", names[i % prompts], "production", 1 + (i // prompts) % 2, ACTOR)
-    promote_rate = n / (time.perf_counter() - started)
-    app.close()
-    return commit_rate, promote_rate
+    def promote(self, n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            # alternate versions 1 and 2 so every promote changes what serves
+            self.promotes += 1
+            name = self.names[self.promotes % len(self.names)]
+            version = 1 + (self.promotes // len(self.names)) % 2
+            self.app.promote("bench", name, "production", version, ACTOR)
+        return n / (time.perf_counter() - started)
 
 
 def free_port() -> int:
@@ -81,26 +92,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def load(url: str, headers: dict[str, str], total: int, concurrency: int) -> dict[str, float]:
-    latencies: list[float] = []
-    async with httpx.AsyncClient(headers=headers, timeout=10) as client:
-        for _ in range(50):  # warm up connections and caches
-            (await client.get(url)).raise_for_status()
-        remaining = total
+def _client(url: str, headers: dict[str, str], count: int) -> list[float]:
+    """One keep-alive connection sending `count` requests back to back; their latencies."""
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    latencies = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - t0)
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
+    conn.close()
+    return latencies
 
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                t0 = time.perf_counter()
-                response = await client.get(url)
-                latencies.append(time.perf_counter() - t0)
-                response.raise_for_status()
 
+def load(url: str, headers: dict[str, str], total: int, clients: int) -> dict[str, float]:
+    """`clients` processes with a keep-alive connection each; cheap enough per request that
+    the server, not the load generator, sets the pace."""
+    _client(url, headers, 50)  # warm up
+    per_client = total // clients
+    with multiprocessing.Pool(clients) as pool:
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        runs = pool.starmap(_client, [(url, headers, per_client)] * clients)
         elapsed = time.perf_counter() - started
-    latencies.sort()
+    latencies = sorted(t for run in runs for t in run)
     return {
         "rps": len(latencies) / elapsed,
         "p50_ms": statistics.median(latencies) * 1000,
@@ -135,9 +154,9 @@ def http_resolve(settings: Settings, total: int, concurrency: int) -> tuple[dict
             time.sleep(0.1)
         headers = {"Authorization": f"Bearer {token}"}
         resolve_url = f"{base}/v1/prompts/support-bot/resolve?environment=production&tenant=acme"
-        constant = asyncio.run(load(f"{base}/bench/constant", headers, total, concurrency))
-        resolved = asyncio.run(load(resolve_url, headers, total, concurrency))
-        constant_again = asyncio.run(load(f"{base}/bench/constant", headers, total, concurrency))
+        constant = load(f"{base}/bench/constant", headers, total, concurrency)
+        resolved = load(resolve_url, headers, total, concurrency)
+        constant_again = load(f"{base}/bench/constant", headers, total, concurrency)
     finally:
         server.terminate()
         server.wait(10)
@@ -156,9 +175,10 @@ def _settings_env(settings: Settings) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default="postgresql://root@127.0.0.1:5432/test")
-    parser.add_argument("-n", type=int, default=400, help="commands of each kind")
+    parser.add_argument("-n", type=int, default=300, help="commands of each kind per round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=4000, help="HTTP requests per run")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=2, help="client processes")
     args = parser.parse_args()
     schema = "bench_" + uuid.uuid4().hex[:10]
     with psycopg.connect(args.database_url, autocommit=True) as conn:
@@ -169,17 +189,27 @@ def main() -> int:
             f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}, PostgreSQL at {args.database_url}"
         )
-        raw = raw_inserts(args.database_url, schema, args.n)
-        commit_rate, promote_rate = commands(settings, args.n, prompts=20)
-        print(f"raw INSERT+COMMIT      {raw:9.0f} /s")
-        print(
-            f"commit command         {commit_rate:9.0f} /s   ratio {commit_rate / raw:.3f}"
-            "  (target >= 0.15)"
-        )
-        print(
-            f"promote command        {promote_rate:9.0f} /s   ratio {promote_rate / raw:.3f}"
-            "  (target >= 0.15)"
-        )
+        # Rounds interleave the baseline with the commands, so a change in the disk's
+        # fsync speed during the run moves both sides of each ratio.
+        run = CommandRun(settings)
+        rows = []
+        with psycopg.connect(args.database_url, autocommit=False) as conn:
+            conn.execute(f"CREATE TABLE {schema}.scratch (id bigserial primary key, body jsonb)")
+            conn.commit()
+            for _ in range(args.rounds):
+                raw = raw_inserts(conn, schema, args.n)
+                rows.append((raw, run.commit(args.n), run.promote(args.n)))
+        run.app.close()
+        for i, (raw, commit_rate, promote_rate) in enumerate(rows, 1):
+            print(
+                f"round {i}: raw {raw:6.0f}/s  commit {commit_rate:5.0f}/s "
+                f"({commit_rate / raw:.3f})  promote {promote_rate:5.0f}/s "
+                f"({promote_rate / raw:.3f})"
+            )
+        commit_ratio = statistics.median(c / r for r, c, _ in rows)
+        promote_ratio = statistics.median(p / r for r, _, p in rows)
+        print(f"commit / raw INSERT+COMMIT   median ratio {commit_ratio:.3f}  (target >= 0.15)")
+        print(f"promote / raw INSERT+COMMIT  median ratio {promote_ratio:.3f}  (target >= 0.15)")
         best, resolved, c1, c2 = http_resolve(settings, args.requests, args.concurrency)
         print(
             f"constant route (HTTP)  {best['rps']:9.0f} /s   p50 {best['p50_ms']:.2f} ms"

@@ -68,9 +68,11 @@ class PromptRecord(Application[UUID]):
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _get(self, cls: type[A], aggregate_id: UUID, missing: NotFound) -> A:
+    def _get(self, cls: type[A], aggregate_id: UUID, missing: NotFound, copy: bool = True) -> A:
+        """Load an aggregate. With `copy=False` it is the cache's own object: commands use
+        that to read other aggregates cheaply, and must neither change nor keep it."""
         try:
-            aggregate: Any = self.repository.get(aggregate_id)
+            aggregate: Any = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
         except AggregateNotFoundError:
             raise missing from None
         assert isinstance(aggregate, cls)
@@ -105,11 +107,12 @@ class PromptRecord(Application[UUID]):
 
     # --- workspaces and keys -----------------------------------------------------------------
 
-    def workspace(self, slug: str) -> Workspace:
+    def workspace(self, slug: str, copy: bool = True) -> Workspace:
         return self._get(
             Workspace,
             Workspace.create_id(slug),
             NotFound(f"workspace {slug!r} does not exist", code="workspace_not_found"),
+            copy,
         )
 
     def create_workspace(
@@ -120,7 +123,14 @@ class PromptRecord(Application[UUID]):
         envs = check_environments(environments or list(DEFAULT_ENVIRONMENTS))
         if self._find(Workspace.create_id(slug)) is not None:
             raise Conflict(f"workspace {slug!r} already exists", code="workspace_exists")
-        ws = Workspace(slug=slug, name=name or slug, environments=envs, actor=SYSTEM.as_dict())
+        now = self.clock()
+        ws = Workspace(
+            slug=slug,
+            name=name or slug,
+            environments=envs,
+            actor=SYSTEM.as_dict(),
+            timestamp=now,
+        )
         token = new_token()
         ws.issue_key(
             token.key_id,
@@ -130,6 +140,7 @@ class PromptRecord(Application[UUID]):
             None,
             None,
             SYSTEM.as_dict(),
+            now,
         )
         return self._commit(ws, value=token.key_id), token.token
 
@@ -152,6 +163,7 @@ class PromptRecord(Application[UUID]):
             environments,
             prompt_patterns,
             actor.as_dict(),
+            self.clock(),
         )
         return self._commit(ws, value=token.key_id), token
 
@@ -165,7 +177,7 @@ class PromptRecord(Application[UUID]):
     ) -> CommandResult:
         ws = self.workspace(workspace)
         self._expect(ws, expected_revision, f"workspace {workspace!r}")
-        ws.revoke_key(key_id, reason, actor.as_dict())
+        ws.revoke_key(key_id, reason, actor.as_dict(), self.clock())
         return self._commit(ws)
 
     def set_environments(
@@ -181,7 +193,7 @@ class PromptRecord(Application[UUID]):
                 field="environments",
                 code="environment_removed",
             )
-        ws.set_environments(environments, actor.as_dict())
+        ws.set_environments(environments, actor.as_dict(), self.clock())
         return self._commit(ws)
 
     def set_policy(
@@ -194,12 +206,12 @@ class PromptRecord(Application[UUID]):
     ) -> CommandResult:
         ws = self.workspace(workspace)
         self._expect(ws, expected_revision, f"workspace {workspace!r}")
-        ws.set_policy(environment, policy, actor.as_dict())
+        ws.set_policy(environment, policy, actor.as_dict(), self.clock())
         return self._commit(ws)
 
     # --- prompts and versions ----------------------------------------------------------------
 
-    def prompt(self, workspace: str, name: str) -> Prompt:
+    def prompt(self, workspace: str, name: str, copy: bool = True) -> Prompt:
         return self._get(
             Prompt,
             Prompt.create_id(workspace, name),
@@ -208,6 +220,7 @@ class PromptRecord(Application[UUID]):
                 field="name",
                 code="prompt_not_found",
             ),
+            copy,
         )
 
     def _prepare(self, raw: Any) -> tuple[dict[str, Any], str, list[str], list[str]]:
@@ -246,6 +259,7 @@ class PromptRecord(Application[UUID]):
             title=title or name,
             description=description,
             actor=actor.as_dict(),
+            timestamp=self.clock(),
         )
         if content is not None:
             normalised, digest, variables, warnings = self._prepare(content)
@@ -333,7 +347,7 @@ class PromptRecord(Application[UUID]):
     ) -> CommandResult:
         prompt = self.prompt(workspace, name)
         self._expect(prompt, expected_revision, f"prompt {name!r}")
-        prompt.archive(reason, actor.as_dict())
+        prompt.archive(reason, actor.as_dict(), self.clock())
         return self._commit(prompt)
 
     def unarchive(
@@ -341,7 +355,7 @@ class PromptRecord(Application[UUID]):
     ) -> CommandResult:
         prompt = self.prompt(workspace, name)
         self._expect(prompt, expected_revision, f"prompt {name!r}")
-        prompt.unarchive(reason, actor.as_dict())
+        prompt.unarchive(reason, actor.as_dict(), self.clock())
         return self._commit(prompt)
 
     # --- deployments -------------------------------------------------------------------------
@@ -362,6 +376,7 @@ class PromptRecord(Application[UUID]):
                 prompt=prompt.name,
                 environment=environment,
                 actor=actor.as_dict(),
+                timestamp=self.clock(),
             )
         return deployment
 
@@ -457,8 +472,8 @@ class PromptRecord(Application[UUID]):
         reason: str,
         expected_revision: int | None,
     ) -> CommandResult:
-        ws = self.workspace(workspace)
-        prompt = self.prompt(workspace, name)
+        ws = self.workspace(workspace, copy=False)
+        prompt = self.prompt(workspace, name, copy=False)
         deployment = self._deployment_for(ws, prompt, environment, actor)
         self._expect(deployment, expected_revision, f"deployment of {name!r} in {environment}")
         self._servable(ws, prompt, environment, version)
@@ -508,8 +523,8 @@ class PromptRecord(Application[UUID]):
             deployment.promote(version, request_id, reason, actor.as_dict(), now)
 
     def _existing_deployment(self, workspace: str, name: str, environment: str) -> Deployment:
-        self.workspace(workspace).require_environment(environment)
-        self.prompt(workspace, name)
+        self.workspace(workspace, copy=False).require_environment(environment)
+        self.prompt(workspace, name, copy=False)
         deployment = self.deployment(workspace, name, environment)
         if deployment is None:
             raise NotFound(
@@ -529,8 +544,8 @@ class PromptRecord(Application[UUID]):
         expected_revision: int | None = None,
     ) -> CommandResult:
         """Approve a request; the last approval needed carries it out in the same commit."""
-        ws = self.workspace(workspace)
-        prompt = self.prompt(workspace, name)
+        ws = self.workspace(workspace, copy=False)
+        prompt = self.prompt(workspace, name, copy=False)
         deployment = self._existing_deployment(workspace, name, environment)
         self._expect(deployment, expected_revision, f"deployment of {name!r} in {environment}")
         request = deployment.pending_request(request_id)
@@ -597,8 +612,8 @@ class PromptRecord(Application[UUID]):
         reason: str = "",
         expected_revision: int | None = None,
     ) -> CommandResult:
-        ws = self.workspace(workspace)
-        prompt = self.prompt(workspace, name)
+        ws = self.workspace(workspace, copy=False)
+        prompt = self.prompt(workspace, name, copy=False)
         deployment = self._existing_deployment(workspace, name, environment)
         self._expect(deployment, expected_revision, f"deployment of {name!r} in {environment}")
         if deployment.rollout is not None:
@@ -631,7 +646,7 @@ class PromptRecord(Application[UUID]):
         expected_revision: int | None = None,
     ) -> CommandResult:
         """The kill switch: no approval, always a reason. The value is the version now served."""
-        prompt = self.prompt(workspace, name)
+        prompt = self.prompt(workspace, name, copy=False)
         if to_version is not None:
             prompt.get_version(to_version)
         deployment = self._existing_deployment(workspace, name, environment)
@@ -661,9 +676,9 @@ class PromptRecord(Application[UUID]):
     ) -> CommandResult:
         """Hold a tenant on a version until an expiry bounded by the environment's policy."""
         check_tenant(tenant)
-        ws = self.workspace(workspace)
+        ws = self.workspace(workspace, copy=False)
         ws.require_environment(environment)
-        prompt = self.prompt(workspace, name)
+        prompt = self.prompt(workspace, name, copy=False)
         self._servable(ws, prompt, environment, version, check_order=False)
         policy = ws.policy(environment)
         now = self.clock()
@@ -697,6 +712,7 @@ class PromptRecord(Application[UUID]):
                 prompt=name,
                 environment=environment,
                 actor=actor.as_dict(),
+                timestamp=now,
             )
         self._expect(pin, expected_revision, f"pin of {tenant!r}")
         pin.pin(version, expires_at, reason, actor.as_dict(), now)

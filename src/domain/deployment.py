@@ -58,7 +58,12 @@ class Deployment(ChainedAggregate):
 
     @event("Created")
     def __init__(
-        self, workspace: str, prompt: str, environment: str, actor: dict[str, Any]
+        self,
+        workspace: str,
+        prompt: str,
+        environment: str,
+        actor: dict[str, Any],
+        timestamp: datetime,
     ) -> None:
         self.workspace = workspace
         self.prompt = prompt

@@ -31,7 +31,13 @@ class TenantPin(ChainedAggregate):
 
     @event("Created")
     def __init__(
-        self, workspace: str, tenant: str, prompt: str, environment: str, actor: dict[str, Any]
+        self,
+        workspace: str,
+        tenant: str,
+        prompt: str,
+        environment: str,
+        actor: dict[str, Any],
+        timestamp: datetime,
     ) -> None:
         self.workspace = workspace
         self.tenant = tenant

@@ -40,7 +40,13 @@ class Prompt(ChainedAggregate):
 
     @event("Created")
     def __init__(
-        self, workspace: str, name: str, title: str, description: str, actor: dict[str, Any]
+        self,
+        workspace: str,
+        name: str,
+        title: str,
+        description: str,
+        actor: dict[str, Any],
+        timestamp: datetime,
     ) -> None:
         self.workspace = workspace
         self.name = name
@@ -148,20 +154,20 @@ class Prompt(ChainedAggregate):
             }
         )
 
-    def archive(self, reason: str, actor: dict[str, Any]) -> None:
+    def archive(self, reason: str, actor: dict[str, Any], timestamp: datetime) -> None:
         if self.archived:
             raise Conflict(f"prompt {self.name!r} is already archived", code="already_archived")
-        self._archived(reason, actor)
+        self._archived(reason, actor, timestamp)
 
     @event("Archived")
-    def _archived(self, reason: str, actor: dict[str, Any]) -> None:
+    def _archived(self, reason: str, actor: dict[str, Any], timestamp: datetime) -> None:
         self.archived = True
 
-    def unarchive(self, reason: str, actor: dict[str, Any]) -> None:
+    def unarchive(self, reason: str, actor: dict[str, Any], timestamp: datetime) -> None:
         if not self.archived:
             raise Conflict(f"prompt {self.name!r} is not archived", code="not_archived")
-        self._unarchived(reason, actor)
+        self._unarchived(reason, actor, timestamp)
 
     @event("Unarchived")
-    def _unarchived(self, reason: str, actor: dict[str, Any]) -> None:
+    def _unarchived(self, reason: str, actor: dict[str, Any], timestamp: datetime) -> None:
         self.archived = False

@@ -93,14 +93,19 @@ def render(content: Mapping[str, Any], variables: Mapping[str, Any]) -> Rendered
 
 
 @functools.lru_cache(maxsize=2048)
-def _compiled(source: str) -> Template:
+def _parsed(source: str) -> tuple[Template, frozenset[str]]:
     # Keyed on the source alone: the same system prompt is shared by many versions and prompts.
-    return _ENV.from_string(source)
+    # One parse serves both the compiled template and its variable list.
+    tree = _ENV.parse(source)
+    return _ENV.from_string(tree), frozenset(meta.find_undeclared_variables(tree))
 
 
-@functools.lru_cache(maxsize=2048)
+def _compiled(source: str) -> Template:
+    return _parsed(source)[0]
+
+
 def _variables(source: str) -> frozenset[str]:
-    return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
+    return _parsed(source)[1]
 
 
 def _compiled_at(path: str, source: str) -> Template:

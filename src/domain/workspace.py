@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -46,7 +47,14 @@ class Workspace(ChainedAggregate):
         return business_id("workspace", slug)
 
     @event("Created")
-    def __init__(self, slug: str, name: str, environments: list[str], actor: dict[str, Any]):
+    def __init__(
+        self,
+        slug: str,
+        name: str,
+        environments: list[str],
+        actor: dict[str, Any],
+        timestamp: datetime,
+    ) -> None:
         self.slug = slug
         self.name = name
         self.environments = list(environments)
@@ -55,11 +63,15 @@ class Workspace(ChainedAggregate):
 
     # --- environments and policies -------------------------------------------------------
 
-    def set_environments(self, environments: list[str], actor: dict[str, Any]) -> None:
-        self._environments_set(check_environments(environments), actor)
+    def set_environments(
+        self, environments: list[str], actor: dict[str, Any], timestamp: datetime
+    ) -> None:
+        self._environments_set(check_environments(environments), actor, timestamp)
 
     @event("EnvironmentsSet")
-    def _environments_set(self, environments: list[str], actor: dict[str, Any]) -> None:
+    def _environments_set(
+        self, environments: list[str], actor: dict[str, Any], timestamp: datetime
+    ) -> None:
         self.environments = list(environments)
 
     def require_environment(self, environment: str) -> None:
@@ -79,14 +91,25 @@ class Workspace(ChainedAggregate):
         return EnvironmentPolicy(**self.policies.get(environment, {}))
 
     def set_policy(
-        self, environment: str, policy: EnvironmentPolicy, actor: dict[str, Any]
+        self,
+        environment: str,
+        policy: EnvironmentPolicy,
+        actor: dict[str, Any],
+        timestamp: datetime,
     ) -> None:
         self.require_environment(environment)
-        self._policy_set(environment, policy.as_dict(), actor)
+        self._policy_set(environment, policy.as_dict(), actor, timestamp)
 
     @event("PolicySet")
-    def _policy_set(self, environment: str, policy: dict[str, Any], actor: dict[str, Any]) -> None:
-        self.policies[environment] = dict(policy)
+    def _policy_set(
+        self,
+        environment: str,
+        policy: dict[str, Any],
+        actor: dict[str, Any],
+        timestamp: datetime,
+    ) -> None:
+        # Replaced, never changed in place: readers may hold the cached aggregate unlocked.
+        self.policies = {**self.policies, environment: dict(policy)}
 
     # --- API keys --------------------------------------------------------------------------
 
@@ -99,6 +122,7 @@ class Workspace(ChainedAggregate):
         environments: list[str] | None,
         prompt_patterns: list[str] | None,
         actor: dict[str, Any],
+        timestamp: datetime,
     ) -> None:
         if role not in ROLES:
             raise InvalidInput(f"role {role!r} is not one of {', '.join(ROLES)}", field="role")
@@ -108,7 +132,9 @@ class Workspace(ChainedAggregate):
             self.require_environment(env)
         if key_id in self.keys:
             raise Conflict(f"key id {key_id!r} already exists", field="key_id")
-        self._key_issued(key_id, name, role, secret_hash, environments, prompt_patterns, actor)
+        self._key_issued(
+            key_id, name, role, secret_hash, environments, prompt_patterns, actor, timestamp
+        )
 
     @event("ApiKeyIssued")
     def _key_issued(
@@ -120,28 +146,36 @@ class Workspace(ChainedAggregate):
         environments: list[str] | None,
         prompt_patterns: list[str] | None,
         actor: dict[str, Any],
+        timestamp: datetime,
     ) -> None:
-        self.keys[key_id] = {
-            "key_id": key_id,
-            "name": name,
-            "role": role,
-            "secret_hash": secret_hash,
-            "environments": environments,
-            "prompt_patterns": prompt_patterns,
-            "revoked": False,
+        self.keys = {
+            **self.keys,
+            key_id: {
+                "key_id": key_id,
+                "name": name,
+                "role": role,
+                "secret_hash": secret_hash,
+                "environments": environments,
+                "prompt_patterns": prompt_patterns,
+                "revoked": False,
+            },
         }
 
-    def revoke_key(self, key_id: str, reason: str, actor: dict[str, Any]) -> None:
+    def revoke_key(
+        self, key_id: str, reason: str, actor: dict[str, Any], timestamp: datetime
+    ) -> None:
         key = self.keys.get(key_id)
         if key is None:
             raise NotFound(f"API key {key_id!r} not found in this workspace", field="key_id")
         if key["revoked"]:
             raise Conflict(f"API key {key_id!r} is already revoked", code="already_revoked")
-        self._key_revoked(key_id, reason, actor)
+        self._key_revoked(key_id, reason, actor, timestamp)
 
     @event("ApiKeyRevoked")
-    def _key_revoked(self, key_id: str, reason: str, actor: dict[str, Any]) -> None:
-        self.keys[key_id] = {**self.keys[key_id], "revoked": True}
+    def _key_revoked(
+        self, key_id: str, reason: str, actor: dict[str, Any], timestamp: datetime
+    ) -> None:
+        self.keys = {**self.keys, key_id: {**self.keys[key_id], "revoked": True}}
 
 
 __all__ = ["DEFAULT_ENVIRONMENTS", "Workspace", "check_environments", "check_slug"]
