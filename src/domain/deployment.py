@@ -400,3 +400,5 @@ class Deployment(ChainedAggregate):
             self.stack = self.stack[:-1]
         elif to_version != self.serving:
             self.stack = [*self.stack, to_version]
+        if to_version not in self.ever_served:
+            self.ever_served = [*self.ever_served, to_version]

@@ -98,6 +98,7 @@ class Workspace(ChainedAggregate):
         timestamp: datetime,
     ) -> None:
         self.require_environment(environment)
+        policy.validate()
         self._policy_set(environment, policy.as_dict(), actor, timestamp)
 
     @event("PolicySet")
