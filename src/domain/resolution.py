@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -146,8 +146,7 @@ def _key_issued(state: ResolutionState, e: Any) -> None:
 
 
 def _key_revoked(state: ResolutionState, e: Any) -> None:
-    key = state.keys[e.key_id]
-    state.keys[e.key_id] = KeyView(**{**key.__dict__, "revoked": True})
+    state.keys[e.key_id] = replace(state.keys[e.key_id], revoked=True)
 
 
 def _prompt_created(state: ResolutionState, e: Any) -> None:
@@ -193,7 +192,7 @@ def _rollout_started(state: ResolutionState, e: Any) -> None:
 def _rollout_adjusted(state: ResolutionState, e: Any) -> None:
     d = _deployment(state, e)
     assert d.rollout is not None
-    d.rollout = RolloutView(**{**d.rollout.__dict__, "share": e.share, "event_id": event_id(e)})
+    d.rollout = replace(d.rollout, share=e.share, event_id=event_id(e))
 
 
 def _rollout_completed(state: ResolutionState, e: Any) -> None:
