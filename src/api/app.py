@@ -13,7 +13,9 @@ from promptrecord.api.idempotency import IdempotencyMiddleware, IdempotencyStore
 from promptrecord.api.openapi import install_openapi
 from promptrecord.api.problems import InternalErrorMiddleware, install_problem_handlers
 from promptrecord.api.routes import (
+    audit,
     deployments,
+    events,
     health,
     keys,
     pins,
@@ -53,6 +55,8 @@ TAGS = [
     {"name": "resolution", "description": "What a tenant gets now; render with variables"},
     {"name": "keys", "description": "API keys: issue, list, revoke"},
     {"name": "workspace", "description": "Environments and their deployment policies"},
+    {"name": "audit", "description": "Which version a tenant got at a time, and why"},
+    {"name": "events", "description": "The raw event log of your workspace, paged"},
     {"name": "health", "description": "Liveness and readiness probes"},
 ]
 
@@ -67,6 +71,8 @@ ROUTERS = (
     deployments.router,
     promotion_requests.router,
     pins.router,
+    audit.router,
+    events.router,
 )
 
 

@@ -178,6 +178,9 @@ def test_openapi_documents_every_route_with_examples(api: Api) -> None:
         ("delete", "/v1/tenants/{tenant}/pins/{prompt}/{environment}"),
         ("get", "/v1/prompts/{name}/resolve"),
         ("post", "/v1/prompts/{name}/compile"),
+        ("get", "/v1/audit/tenants/{tenant}/prompts/{name}"),
+        ("get", "/v1/audit/tenants/{tenant}/prompts/{name}/intervals"),
+        ("get", "/v1/events"),
     }
     documented = {(method, path) for path, ops in paths.items() for method in ops}
     assert documented == expected
