@@ -1,0 +1,159 @@
+"""What folding events into views rests on: tables, subjects, logged events, the View base."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any, ClassVar, Protocol
+
+from promptrecord.domain.base import event_id
+
+TABLE_PREFIX = "promptrecord_view_"
+
+# Logical column types; each backend maps them onto its own SQL types.
+TEXT, INT, REAL, BOOL, JSON, TIME = "text", "int", "real", "bool", "json", "time"
+
+# The aggregates whose events the views understand. Events of others (added later) are
+# tracked and otherwise left alone, so a new aggregate never stops the projector.
+KNOWN_AGGREGATES = frozenset({"Workspace", "Prompt", "Deployment", "TenantPin"})
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class Table:
+    """One view table. `latest_by` names the prefix whose newest row (by position) folding reads."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()
+    cached: bool = False  # folding re-reads its rows: keep them in memory for a whole batch
+    latest_by: tuple[str, ...] = ()
+
+    @property
+    def full_name(self) -> str:
+        return TABLE_PREFIX + self.name
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    def key_of(self, row: Row) -> Key:
+        return tuple(row[name] for name in self.key)
+
+
+def cols(spec: str, type_: str, nullable: bool = False) -> tuple[Column, ...]:
+    return tuple(Column(name, type_, nullable) for name in spec.split())
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What an aggregate is about, from its Created event: the business key of its events."""
+
+    kind: str  # workspace | prompt | deployment | pin
+    workspace: str
+    prompt: str | None = None
+    environment: str | None = None
+    tenant: str | None = None
+
+
+SUBJECTS = Table(
+    "subjects",
+    (
+        Column("aggregate_id", TEXT, False),
+        *cols("kind workspace", TEXT),
+        *cols("prompt environment tenant", TEXT, True),
+    ),
+    key=("aggregate_id",),
+)
+
+
+def subject_from_created(type_name: str, event: Any) -> Subject | None:
+    """The subject a Created event names; None for every other event."""
+    match type_name:
+        case "Workspace.Created":
+            return Subject("workspace", event.slug)
+        case "Prompt.Created":
+            return Subject("prompt", event.workspace, prompt=event.name)
+        case "Deployment.Created":
+            return Subject("deployment", event.workspace, event.prompt, event.environment)
+        case "TenantPin.Created":
+            return Subject("pin", event.workspace, event.prompt, event.environment, event.tenant)
+    return None
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """An event with what every view needs beside it: its position, type, id and subject."""
+
+    position: int
+    event: Any
+    type: str
+    subject: Subject
+
+    @cached_property
+    def event_id(self) -> str:  # a uuid5: computed once, though most views name it
+        return event_id(self.event)
+
+    @property
+    def aggregate_id(self) -> str:
+        return str(self.event.originator_id)
+
+    @property
+    def timestamp(self) -> datetime:
+        value: datetime = self.event.timestamp
+        return value
+
+
+class FoldContext(Protocol):
+    """The rows folding may read and write inside the transaction of a batch."""
+
+    def get(self, table: Table, key: Key) -> Row | None: ...
+
+    def put(self, table: Table, row: Row) -> None: ...
+
+    def delete(self, table: Table, key: Key) -> None: ...
+
+    def latest(self, table: Table, prefix: Key) -> Row | None: ...
+
+
+class ViewInconsistent(LookupError):
+    """A view lacks a row an earlier event should have made: it missed or misapplied one."""
+
+
+def require(row: Row | None, what: str) -> Row:
+    if row is None:
+        raise ViewInconsistent(f"no {what} row: the view missed an earlier event of it")
+    return row
+
+
+class View:
+    """A read model: its tables, and how one event changes their rows."""
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[Table, ...]]
+
+    def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        raise NotImplementedError
+
+
+def rollout_of(e: Any) -> Row:
+    """The split a RolloutStarted event starts, as views store it."""
+    return {
+        "rollout_id": e.rollout_id,
+        "baseline": e.baseline,
+        "candidate": e.candidate,
+        "share": e.share,
+        "key_by": e.key_by,
+    }

@@ -1,0 +1,229 @@
+"""The views of what is now: catalog, versions, current deployments and current pins."""
+
+from __future__ import annotations
+
+from promptrecord.projections.folding import (
+    BOOL,
+    INT,
+    JSON,
+    TEXT,
+    TIME,
+    Column,
+    FoldContext,
+    LoggedEvent,
+    Row,
+    Table,
+    View,
+    cols,
+    require,
+    rollout_of,
+)
+
+CATALOG = Table(
+    "catalog",
+    (
+        *cols("workspace prompt title description", TEXT),
+        Column("archived", BOOL, False),
+        Column("head_version", INT),
+        *cols("created_at updated_at", TIME),
+    ),
+    key=("workspace", "prompt"),
+    cached=True,
+)
+
+
+class CatalogView(View):
+    """One row per prompt: title, archived flag, head version."""
+
+    name = "catalog"
+    tables = (CATALOG,)
+
+    def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        e, s, at = logged.event, logged.subject, logged.timestamp
+        if logged.type == "Prompt.Created":
+            ctx.put(
+                CATALOG,
+                {
+                    "workspace": e.workspace,
+                    "prompt": e.name,
+                    "title": e.title,
+                    "description": e.description,
+                    "archived": False,
+                    "head_version": None,
+                    "created_at": at,
+                    "updated_at": at,
+                },
+            )
+            return
+        change: Row
+        match logged.type:
+            case "Prompt.VersionCommitted":
+                change = {"head_version": e.number}
+            case "Prompt.Archived":
+                change = {"archived": True}
+            case "Prompt.Unarchived":
+                change = {"archived": False}
+            case _:
+                return
+        row = require(ctx.get(CATALOG, (s.workspace, s.prompt)), f"catalog {s.prompt!r}")
+        ctx.put(CATALOG, {**row, **change, "updated_at": at})
+
+
+VERSIONS = Table(
+    "versions",
+    (
+        *cols("workspace prompt", TEXT),
+        Column("number", INT, False),
+        Column("content", JSON, False),
+        Column("content_hash", TEXT, False),
+        *cols("variables warnings author", JSON),
+        Column("message", TEXT, False),
+        *cols("parent restored_from", INT, True),
+        *cols("git_sha git_path", TEXT, True),
+        Column("committed_at", TIME, False),
+        Column("event_id", TEXT, False),
+        Column("position", INT, False),
+    ),
+    key=("workspace", "prompt", "number"),
+)
+
+
+class VersionsView(View):
+    """Every committed version with its content, as the Prompt aggregate holds it."""
+
+    name = "versions"
+    tables = (VERSIONS,)
+
+    def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        if logged.type != "Prompt.VersionCommitted":
+            return
+        e, s = logged.event, logged.subject
+        ctx.put(
+            VERSIONS,
+            {
+                "workspace": s.workspace,
+                "prompt": s.prompt,
+                "number": e.number,
+                "content": e.content,
+                "content_hash": e.content_hash,
+                "variables": list(e.variables),
+                "warnings": list(e.warnings),
+                "author": dict(e.actor),
+                "message": e.message,
+                "parent": e.parent,
+                "restored_from": e.restored_from,
+                "git_sha": e.git_sha,
+                "git_path": e.git_path,
+                "committed_at": logged.timestamp,
+                "event_id": logged.event_id,
+                "position": logged.position,
+            },
+        )
+
+
+DEPLOYMENTS = Table(
+    "deployments",
+    (
+        *cols("workspace prompt environment", TEXT),
+        Column("serving_version", INT),
+        Column("rollout", JSON),
+        Column("cause_event_id", TEXT),
+        Column("updated_at", TIME, False),
+    ),
+    key=("workspace", "prompt", "environment"),
+    cached=True,
+)
+
+
+class DeploymentsView(View):
+    """What each deployment serves now: a version, and a rollout when one is active.
+
+    `cause_event_id` is the event `resolve` names as the cause: the rollout's last start or
+    adjustment while one runs, else the promotion, completion, abort or rollback.
+    """
+
+    name = "deployments"
+    tables = (DEPLOYMENTS,)
+
+    def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        e, s = logged.event, logged.subject
+        key = (s.workspace, s.prompt, s.environment)
+        if logged.type == "Deployment.Created":
+            row = dict(zip(DEPLOYMENTS.key, key, strict=True))
+            ctx.put(
+                DEPLOYMENTS,
+                {
+                    **row,
+                    "serving_version": None,
+                    "rollout": None,
+                    "cause_event_id": None,
+                    "updated_at": logged.timestamp,
+                },
+            )
+            return
+        change: Row
+        match logged.type:
+            case "Deployment.Promoted" | "Deployment.RolloutCompleted":
+                change = {"serving_version": e.version, "rollout": None}
+            case "Deployment.RolledBack":
+                change = {"serving_version": e.to_version, "rollout": None}
+            case "Deployment.RolloutAborted":
+                change = {"rollout": None}
+            case "Deployment.RolloutStarted":
+                change = {"rollout": rollout_of(e)}
+            case "Deployment.RolloutAdjusted":
+                current = require(ctx.get(DEPLOYMENTS, key), f"deployment {key}")
+                rollout = require(current["rollout"], f"active rollout of {key}")
+                change = {"rollout": {**rollout, "share": e.share}}
+            case _:
+                return
+        current = require(ctx.get(DEPLOYMENTS, key), f"deployment {key}")
+        ctx.put(
+            DEPLOYMENTS,
+            {
+                **current,
+                **change,
+                "cause_event_id": logged.event_id,
+                "updated_at": logged.timestamp,
+            },
+        )
+
+
+PINS = Table(
+    "pins",
+    (
+        *cols("workspace tenant prompt environment", TEXT),
+        Column("version", INT, False),
+        *cols("expires_at pinned_at", TIME),
+        Column("event_id", TEXT, False),
+    ),
+    key=("workspace", "tenant", "prompt", "environment"),
+)
+
+
+class PinsView(View):
+    """The latest pin of each tenant, prompt and environment; gone once unpinned.
+
+    An expired pin stays until it is re-pinned (it cannot be unpinned): readers compare
+    `expires_at` with the time they ask about.
+    """
+
+    name = "pins"
+    tables = (PINS,)
+
+    def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        s = logged.subject
+        key = (s.workspace, s.tenant, s.prompt, s.environment)
+        if logged.type == "TenantPin.Pinned":
+            ctx.put(
+                PINS,
+                {
+                    **dict(zip(PINS.key, key, strict=True)),
+                    "version": logged.event.version,
+                    "expires_at": logged.event.expires_at,
+                    "pinned_at": logged.timestamp,
+                    "event_id": logged.event_id,
+                },
+            )
+        elif logged.type == "TenantPin.Unpinned":
+            ctx.delete(PINS, key)

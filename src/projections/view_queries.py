@@ -1,0 +1,245 @@
+"""The views' typed reads in SQL both backends speak, over each backend's types and cursors."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from promptrecord.projections.folding import TIME, Row, Table
+from promptrecord.projections.folding_history import AUDIT_LOG, DEPLOYMENT_INTERVALS, PIN_INTERVALS
+from promptrecord.projections.folding_state import CATALOG, DEPLOYMENTS, PINS, VERSIONS
+from promptrecord.projections.views import (
+    AuditEntry,
+    CatalogEntry,
+    CurrentDeployment,
+    CurrentPin,
+    DeploymentInterval,
+    PinInterval,
+    RolloutSplit,
+    VersionEntry,
+    ViewStore,
+)
+
+if TYPE_CHECKING:
+    from promptrecord.projections.view_rows import Sql
+
+# Newest first: the interval in force at a time is the last one to open at or before it.
+_NEWEST = ' ORDER BY "valid_from" DESC, "position" DESC LIMIT 1'
+_OLDEST = ' ORDER BY "valid_from", "position"'
+
+
+class ViewQueries(ViewStore):
+    """`ViewStore`'s reads as SQL; backends supply connections, names and value conversion."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Sql]:
+        """A cursor for reads outside any write transaction."""
+
+    @abstractmethod
+    def _qualified(self, table_name: str) -> str:
+        """The quoted table name, with its schema where the backend has one."""
+
+    @abstractmethod
+    def _encode(self, type_name: str, value: Any) -> Any: ...
+
+    @abstractmethod
+    def _decode(self, type_name: str, value: Any) -> Any: ...
+
+    @abstractmethod
+    def _select_sql(self, table: Table, where: str) -> str: ...
+
+    def _param(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return self._encode(TIME, value)
+        return value
+
+    def _decode_row(self, table: Table, row: Row) -> Row:
+        return {c.name: self._decode(c.type, row[c.name]) for c in table.columns}
+
+    def _query(
+        self, table: Table, where: list[str], params: list[Any], tail: str = ""
+    ) -> list[Row]:
+        statement = self._select_sql(table, " AND ".join(where)) + tail
+        with self._read() as sql:
+            found = sql.rows(statement, [self._param(p) for p in params])
+        return [self._decode_row(table, row) for row in found]
+
+    @staticmethod
+    def _match(where: list[str], params: list[Any], **columns: Any) -> None:
+        """Add `column = value` for each value given (None: any)."""
+        for name, value in columns.items():
+            if value is not None:
+                where.append(f'"{name}" = ?')
+                params.append(value)
+
+    # --- catalog and versions ----------------------------------------------------------------
+
+    def catalog(
+        self, workspace: str, limit: int = 100, after: str | None = None
+    ) -> list[CatalogEntry]:
+        rows = self._query(
+            CATALOG,
+            ['"workspace" = ?', '"prompt" > ?'],
+            [workspace, after or "", limit],
+            ' ORDER BY "prompt" LIMIT ?',
+        )
+        return [CatalogEntry(**row) for row in rows]
+
+    def catalog_entry(self, workspace: str, prompt: str) -> CatalogEntry | None:
+        rows = self._query(CATALOG, ['"workspace" = ?', '"prompt" = ?'], [workspace, prompt])
+        return CatalogEntry(**rows[0]) if rows else None
+
+    def versions(
+        self, workspace: str, prompt: str, limit: int = 100, after: int = 0
+    ) -> list[VersionEntry]:
+        rows = self._query(
+            VERSIONS,
+            ['"workspace" = ?', '"prompt" = ?', '"number" > ?'],
+            [workspace, prompt, after, limit],
+            ' ORDER BY "number" LIMIT ?',
+        )
+        return [VersionEntry(**row) for row in rows]
+
+    def version(self, workspace: str, prompt: str, number: int) -> VersionEntry | None:
+        rows = self._query(
+            VERSIONS,
+            ['"workspace" = ?', '"prompt" = ?', '"number" = ?'],
+            [workspace, prompt, number],
+        )
+        return VersionEntry(**rows[0]) if rows else None
+
+    # --- current deployments and pins ----------------------------------------------------------
+
+    def deployments(
+        self, workspace: str, prompt: str | None = None, environment: str | None = None
+    ) -> list[CurrentDeployment]:
+        where, params = ['"workspace" = ?'], [workspace]
+        self._match(where, params, prompt=prompt, environment=environment)
+        rows = self._query(DEPLOYMENTS, where, params, ' ORDER BY "prompt", "environment"')
+        return [CurrentDeployment(**{**row, "rollout": _split(row["rollout"])}) for row in rows]
+
+    def pins(
+        self,
+        workspace: str,
+        tenant: str | None = None,
+        prompt: str | None = None,
+        environment: str | None = None,
+        active_at: datetime | None = None,
+    ) -> list[CurrentPin]:
+        where, params = ['"workspace" = ?'], list[Any]([workspace])
+        self._match(where, params, tenant=tenant, prompt=prompt, environment=environment)
+        if active_at is not None:
+            where += ['"pinned_at" <= ?', '"expires_at" > ?']
+            params += [active_at, active_at]
+        order = ' ORDER BY "tenant", "prompt", "environment"'
+        return [CurrentPin(**row) for row in self._query(PINS, where, params, order)]
+
+    # --- intervals -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _window(
+        where: list[str], params: list[Any], start: datetime | None, end: datetime | None
+    ) -> None:
+        if end is not None:
+            where.append('"valid_from" < ?')
+            params.append(end)
+        if start is not None:
+            where.append('("valid_to" IS NULL OR "valid_to" > ?)')
+            params.append(start)
+
+    def deployment_intervals(
+        self,
+        workspace: str,
+        prompt: str,
+        environment: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[DeploymentInterval]:
+        where = ['"workspace" = ?', '"prompt" = ?', '"environment" = ?']
+        params: list[Any] = [workspace, prompt, environment]
+        self._window(where, params, start, end)
+        rows = self._query(DEPLOYMENT_INTERVALS, where, params, _OLDEST)
+        return [_deployment_interval(row) for row in rows]
+
+    def deployment_at(
+        self, workspace: str, prompt: str, environment: str, at: datetime
+    ) -> DeploymentInterval | None:
+        where = ['"workspace" = ?', '"prompt" = ?', '"environment" = ?', '"valid_from" <= ?']
+        where.append('("valid_to" IS NULL OR "valid_to" > ?)')
+        rows = self._query(
+            DEPLOYMENT_INTERVALS, where, [workspace, prompt, environment, at, at], _NEWEST
+        )
+        return _deployment_interval(rows[0]) if rows else None
+
+    def pin_intervals(
+        self,
+        workspace: str,
+        tenant: str | None,
+        prompt: str,
+        environment: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[PinInterval]:
+        where, params = ['"workspace" = ?'], [workspace]
+        self._match(where, params, tenant=tenant, prompt=prompt, environment=environment)
+        self._window(where, params, start, end)
+        rows = self._query(PIN_INTERVALS, where, params, _OLDEST)
+        return [PinInterval(**row) for row in rows]
+
+    def pin_at(
+        self, workspace: str, tenant: str, prompt: str, environment: str, at: datetime
+    ) -> PinInterval | None:
+        where = ['"workspace" = ?', '"tenant" = ?', '"prompt" = ?', '"environment" = ?']
+        where += ['"valid_from" <= ?', '"valid_to" > ?']
+        params = [workspace, tenant, prompt, environment, at, at]
+        rows = self._query(PIN_INTERVALS, where, params, _NEWEST)
+        return PinInterval(**rows[0]) if rows else None
+
+    # --- audit log -----------------------------------------------------------------------------
+
+    def audit_log(
+        self,
+        workspace: str,
+        after: int = 0,
+        limit: int = 100,
+        prompt: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[AuditEntry]:
+        where, params = ['"workspace" = ?', '"position" > ?'], [workspace, after]
+        self._match(where, params, prompt=prompt)
+        if types:
+            where.append(f'"type" IN ({", ".join("?" for _ in types)})')
+            params += list(types)
+        rows = self._query(AUDIT_LOG, where, [*params, limit], ' ORDER BY "position" LIMIT ?')
+        return [AuditEntry(**row) for row in rows]
+
+    def audit_event(self, event_id: str) -> AuditEntry | None:
+        rows = self._query(AUDIT_LOG, ['"event_id" = ?'], [event_id])
+        return AuditEntry(**rows[0]) if rows else None
+
+
+def _split(rollout: dict[str, Any] | None) -> RolloutSplit | None:
+    return RolloutSplit(**rollout) if rollout else None
+
+
+def _deployment_interval(row: Row) -> DeploymentInterval:
+    split = None
+    if row["rollout_id"] is not None:
+        split = RolloutSplit(
+            row["rollout_id"], row["baseline"], row["candidate"], row["share"], row["key_by"]
+        )
+    return DeploymentInterval(
+        workspace=row["workspace"],
+        prompt=row["prompt"],
+        environment=row["environment"],
+        valid_from=row["valid_from"],
+        valid_to=row["valid_to"],
+        version=row["serving_version"],
+        rollout=split,
+        cause_event_id=row["cause_event_id"],
+        cause_type=row["cause_type"],
+        position=row["position"],
+    )
