@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from promptrecord.settings import Settings
+
+if TYPE_CHECKING:
+    from promptrecord.projections.verify_views import ViewsReport
 
 EXIT_INTACT, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 PROGRESS_EVERY = 10_000
@@ -23,7 +26,9 @@ def register(commands: Any) -> None:
         description=(
             "Read every stored event straight from the database and check each aggregate's "
             "hash chain, its versions and the log's positions. Names every edited, deleted, "
-            "reordered or unreadable event. Exit codes: 0 intact, 1 problems found, 2 the "
+            "reordered or unreadable event. Then compare the audit's answers from the views "
+            "with replay of the log for every deployment and a sample of tenants, naming "
+            "each difference (view_mismatch). Exit codes: 0 intact, 1 problems found, 2 the "
             "check could not run."
         ),
     )
@@ -32,12 +37,26 @@ def register(commands: Any) -> None:
     verify.add_argument(
         "--batch-size", type=int, default=2000, help="events read per query (default 2000)"
     )
+    verify.add_argument(
+        "--sample",
+        type=int,
+        default=200,
+        help="tenants besides the pinned ones whose audit answers from the views are "
+        "compared with replay, per workspace (default 200)",
+    )
+    verify.add_argument(
+        "--require-views",
+        action="store_true",
+        help="exit 2 when the views are absent or behind the log instead of skipping them",
+    )
     verify.set_defaults(handler=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from promptrecord.domain.application import PromptRecord
     from promptrecord.projections.verify import verify_log
+    from promptrecord.projections.verify_views import compare_views
+    from promptrecord.projections.views import open_view_store
 
     try:
         settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
@@ -45,6 +64,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         env = settings.eventsourcing_env()
     except ValueError as error:
         return _fail(f"{error}")
+    if args.sample < 0:
+        return _fail(f"--sample must be 0 or more, not {args.sample}")
     if args.batch_size < 1:
         return _fail(f"--batch-size must be at least 1, not {args.batch_size}")
     if not settings.is_postgres and not Path(env["SQLITE_DBNAME"]).is_file():
@@ -61,6 +82,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         app = PromptRecord(env=env)
         try:
             report = verify_log(app, batch_size=args.batch_size, progress=progress)
+            views = compare_views(app, open_view_store(app), args.sample)
         finally:
             app.close()
     except Exception as error:
@@ -72,7 +94,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.done()
     if args.json:
-        print(json.dumps({"database": database, **report.as_dict()}, indent=2))
+        body = {"database": database, **report.as_dict(), "views": views.as_dict()}
+        print(json.dumps(body, indent=2))
     else:
         state = "intact" if report.intact else f"{len(report.problems)} problem(s) found"
         print(
@@ -82,7 +105,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
         width = max((len(problem.kind) for problem in report.problems), default=0)
         for problem in report.problems:
             print(f"  {problem.kind:<{width}}  {problem.message}")
-    return EXIT_INTACT if report.intact else EXIT_PROBLEMS
+        _print_views(views)
+    if views.skipped is not None and args.require_views:
+        return _fail(f"views not compared: {views.skipped}")
+    return EXIT_INTACT if report.intact and not views.problems else EXIT_PROBLEMS
+
+
+def _print_views(views: ViewsReport) -> None:
+    if views.skipped is not None:
+        # On stderr: a notice about what was not checked, apart from the log's report.
+        print(f"views not compared with replay: {views.skipped}", file=sys.stderr)
+        return
+    state = f"{len(views.problems)} difference(s)" if views.problems else "no differences"
+    print(
+        f"compared {views.answers:,} audit answers from the views with replay "
+        f"({views.deployments:,} deployments, {views.tenants:,} tenants, views at position "
+        f"{views.views_position:,}): {state}"
+    )
+    for problem in views.problems:
+        print(f"  {problem.kind}  {problem.message}")
 
 
 class _Progress:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from promptrecord.api.idempotency import IdempotencyStore
 from promptrecord.domain.application import PromptRecord
 from promptrecord.projections.live import LiveState
+from promptrecord.projections.views import ViewStore, open_view_store
 from promptrecord.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class Services:
         self.app = app
         self.live = live
         self.idempotency = idempotency
+        self._views: ViewStore | None = None
+        self._views_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -74,6 +78,14 @@ class Services:
         """Wait until the live state has folded `position` in, so the next read sees it."""
         if position is not None and not self.live.wait_for(position, OWN_WRITE_TIMEOUT):
             log.warning("live state did not reach position %s in time", position)
+
+    def views(self) -> ViewStore:
+        """The view store in the application's database, opened on first use; it shares the
+        application's connections, so an API process that never audits never opens it."""
+        with self._views_lock:
+            if self._views is None:
+                self._views = open_view_store(self.app)
+            return self._views
 
     def close(self) -> None:
         self.live.stop()

@@ -205,12 +205,12 @@ def test_times_windows_and_options_are_checked(api: Api, audited: Audited) -> No
         "query.from",
     )
     body = api.assert_problem(
-        viewer.get(BASE, params={"at": at(5), "method": "views"}),
+        viewer.get(BASE, params={"at": at(5), "method": "guess"}),
         422,
         "unknown_method",
         "query.method",
     )
-    assert body["allowed"] == ["replay"]
+    assert body["allowed"] == ["views", "replay"]
     api.assert_problem(
         viewer.get(intervals, params={"from": at(0), "to": at(1), "format": "xml"}),
         422,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,8 @@ from promptrecord.projections.audit import (
     parse_instant,
 )
 from promptrecord.projections.replay import ReplayAudit
+from promptrecord.projections.view_audit import ViewAudit
+from promptrecord.projections.views import ViewStore
 
 router = APIRouter(
     prefix="/v1/audit",
@@ -30,8 +33,12 @@ router = APIRouter(
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 
-# Replay of the raw log is the ground truth; "views" joins when the view-backed answers exist.
-AUDIT_METHODS = ("replay",)
+# "views" answers by indexed lookups; "replay" folds the raw log, the ground truth the views
+# are checked against. The default is "views" when they have caught up, else "replay".
+AUDIT_METHODS = ("views", "replay")
+# How long a request waits for the views to reach the live state before replaying instead.
+VIEWS_CATCH_UP_TIMEOUT = 2.0
+VIEWS_POLL = 0.02
 DEFAULT_ENVIRONMENT = "production"
 EVENT_ID_EXAMPLE = "d8f3ef4a-6de6-537a-bdab-4818bc971916"
 
@@ -51,8 +58,10 @@ RoutingKey = Annotated[
 Method = Annotated[
     str,
     Query(
-        description="How to answer: `replay` folds the raw event log up to the time",
-        examples=["replay"],
+        description="How to answer: `views` (the default) reads the views when they have "
+        "caught up with the log, else answers by replay; `replay` folds the raw event log up "
+        "to the time. The answer's `method` says which one answered",
+        examples=["views"],
         json_schema_extra={"enum": list(AUDIT_METHODS)},
     ),
 ]
@@ -229,16 +238,33 @@ CSV_EXAMPLE = (
 
 
 def audit_source(services: Services, method: str) -> AuditSource:
-    """The way of answering `method` names."""
+    """The way of answering `method` names: the views when they have applied everything the
+    live state had when asked (waiting briefly for them), else replay of the raw log."""
     if method == "replay":
         return ReplayAudit(services.app)
+    if method == "views":
+        views = services.views()
+        if _views_caught_up(views, services.live.position):
+            return ViewAudit(views, services.app)
+        return ReplayAudit(services.app)
     raise InvalidInput(
-        f"method {method!r} is not available; use one of: {', '.join(AUDIT_METHODS)} "
-        "(answers from the views are not built yet)",
+        f"method {method!r} is not available; use one of: {', '.join(AUDIT_METHODS)}",
         field="query.method",
         code="unknown_method",
         allowed=list(AUDIT_METHODS),
     )
+
+
+def _views_caught_up(views: ViewStore, needed: int) -> bool:
+    # Views never built (or needing a rebuild) will not catch up by waiting: replay at once.
+    if views.outdated or views.position() == 0:
+        return needed == 0 and not views.outdated
+    deadline = time.monotonic() + VIEWS_CATCH_UP_TIMEOUT
+    while views.position() < needed:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(VIEWS_POLL)
+    return True
 
 
 @router.get(
@@ -262,7 +288,7 @@ def audit_answer(
     at: Annotated[str, _time_query("The time asked about")],
     environment: Environment = DEFAULT_ENVIRONMENT,
     key: RoutingKey = None,
-    method: Method = "replay",
+    method: Method = "views",
 ) -> AuditAnswerOut:
     caller.check_environment(environment, field="query.environment")
     when = parse_instant(at, "query.at")
@@ -296,7 +322,7 @@ def audit_intervals(
     output: Annotated[
         Literal["json", "csv"], Query(alias="format", description="json (default) or csv")
     ] = "json",
-    method: Method = "replay",
+    method: Method = "views",
 ) -> Response | IntervalsOut:
     caller.check_environment(environment, field="query.environment")
     window_start = parse_instant(start, "query.from")

@@ -1,0 +1,196 @@
+"""Audit answers read from the views equal replay's, at sampled times and over windows.
+
+Hypothesis writes random histories of one prompt in two environments (rollouts adjusted
+often, rollbacks during rollouts, pins lapsing between events, re-pins, unpins, archive and
+unarchive), each in its own workspace; the views then apply the new events. At every event
+time, a second after, and around every pin expiry, `ViewAudit.answer_at` equals
+`ReplayAudit.answer_at` (the same dataclass, causing events included, or the same refusal),
+and both give the same intervals over the whole history and over windows inside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from promptrecord.domain.application import PromptRecord
+from promptrecord.domain.base import Actor
+from promptrecord.domain.errors import DomainError
+from promptrecord.projections.audit import AuditSource
+from promptrecord.projections.replay import ReplayAudit
+from promptrecord.projections.view_audit import ViewAudit
+from promptrecord.projections.views import ViewStore, open_view_store
+from promptrecord.settings import Settings
+
+START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
+ACTOR = Actor("key-view-audit", "view audit test")
+BOT = "bot"
+ENVS = ("staging", "production")
+TENANTS = ("t1", "t2", "t3")  # t3 never pinned
+SMALL_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
+
+env = st.sampled_from(ENVS)
+version = st.integers(1, 4)
+share = st.sampled_from([0.05, 0.3, 0.5, 0.9])
+PIN = st.tuples(
+    st.just("pin"), st.sampled_from(["t1", "t2"]), env, version, st.sampled_from([20, 60, 300])
+)
+ROLLOUT = st.tuples(st.just("rollout"), env, version, share, st.sampled_from(["tenant", "user"]))
+WAIT = st.tuples(st.just("wait"), st.sampled_from([1, 15, 40, 120]))
+COMMANDS = st.one_of(
+    st.tuples(st.just("commit")),
+    st.tuples(st.just("promote"), env, version),
+    ROLLOUT,
+    ROLLOUT,
+    st.tuples(st.just("adjust"), env, share),
+    st.tuples(st.just("adjust"), env, share),
+    st.tuples(st.just("complete"), env),
+    st.tuples(st.just("abort"), env),
+    st.tuples(st.just("rollback"), env, st.one_of(st.none(), version)),
+    PIN,
+    PIN,
+    st.tuples(st.just("unpin"), st.sampled_from(["t1", "t2"]), env),
+    st.tuples(st.just("archive"), st.sampled_from([0, 30])),
+    WAIT,
+    WAIT,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def content(text: str) -> dict[str, Any]:
+    model = {"provider": "anthropic", "name": "claude-sonnet-4-5-20250929"}
+    return {"type": "text", "text": text, "model": model}
+
+
+def run(app: PromptRecord, clock: Clock, ws: str, command: tuple[Any, ...]) -> None:
+    kind, *args = command
+    calls: dict[str, Callable[..., Any]] = {
+        "commit": lambda: app.commit_version(ws, BOT, content(f"v{clock.now}"), ACTOR),
+        "promote": lambda e, v: app.promote(ws, BOT, e, v, ACTOR),
+        "rollout": lambda e, v, s, k: app.start_rollout(ws, BOT, e, v, s, ACTOR, key_by=k),
+        "adjust": lambda e, s: app.adjust_rollout(ws, BOT, e, s, ACTOR),
+        "complete": lambda e: app.complete_rollout(ws, BOT, e, ACTOR),
+        "abort": lambda e: app.abort_rollout(ws, BOT, e, ACTOR),
+        "rollback": lambda e, v: app.rollback(ws, BOT, e, "test", ACTOR, to_version=v),
+        "pin": lambda t, e, v, ttl: app.pin(ws, t, BOT, e, v, ACTOR, ttl_seconds=ttl),
+        "unpin": lambda t, e: app.unpin(ws, t, BOT, e, ACTOR),
+    }
+    if kind == "wait":
+        clock.now += timedelta(seconds=args[0])
+        return
+    if kind == "archive":
+        app.archive(ws, BOT, "test", ACTOR, None)
+        clock.now += timedelta(seconds=args[0])
+        app.unarchive(ws, BOT, "test", ACTOR, None)
+        return
+    try:
+        calls[kind](*args)
+        note(f"{clock.now:%H:%M:%S} {command}")
+    except DomainError as refused:
+        note(f"{clock.now:%H:%M:%S} {command} refused: {refused.code}")
+
+
+def sample_times(events: list[tuple[int, Any]]) -> list[datetime]:
+    times = {event.timestamp for _, event in events}
+    times |= {t + timedelta(seconds=1) for t in times} | {START - timedelta(seconds=1)}
+    for _, event in events:
+        expires = getattr(event, "expires_at", None)
+        if expires is not None:
+            times |= {expires - timedelta(microseconds=1), expires, expires + timedelta(seconds=5)}
+    return sorted(times)
+
+
+def outcome(ask: Callable[..., Any], *question: Any) -> Any:
+    """The answer, or the refusal's code and message (both sources word refusals alike)."""
+    try:
+        return ask(*question)
+    except DomainError as refused:
+        return (refused.code, str(refused))
+
+
+def history(app: PromptRecord, clock: Clock, ws: str, commands: list[tuple[Any, ...]]) -> None:
+    clock.now = START
+    app.create_workspace(ws, environments=list(ENVS))
+    app.create_prompt(ws, ACTOR, name=BOT, content=content("v1"))
+    app.commit_version(ws, BOT, content("v2"), ACTOR)
+    app.commit_version(ws, BOT, content("v3"), ACTOR)
+    app.promote(ws, BOT, "production", 1, ACTOR)
+    for command in commands:
+        run(app, clock, ws, command)
+
+
+@pytest.fixture
+def world(backend: Settings) -> Iterator[tuple[PromptRecord, Clock, ViewStore]]:
+    clock = Clock()
+    app = PromptRecord(env={**backend.eventsourcing_env(), **SMALL_POOL}, clock=clock)
+    try:
+        yield app, clock, open_view_store(app)
+    finally:
+        app.close()
+
+
+def test_views_answer_as_replay_does(world: tuple[PromptRecord, Clock, ViewStore]) -> None:
+    app, clock, store = world
+    views, replay = ViewAudit(store, app), ReplayAudit(app)
+    workspaces = itertools.count()
+    counts: Counter[str] = Counter()
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(st.lists(COMMANDS, min_size=1, max_size=20), st.sampled_from([None, "user-7"]))
+    def check(commands: list[tuple[Any, ...]], key: str | None) -> None:
+        ws = f"w{next(workspaces)}"
+        begin = app.recorder.max_notification_id() or 0
+        history(app, clock, ws, commands)
+        events = list(app.read_events(begin, 10_000))
+        store.apply(store.position(), events)
+        times = sample_times(events)
+        for environment in ENVS:
+            for tenant in TENANTS:
+                for t in times:
+                    question = (ws, tenant, BOT, environment, t, key)
+                    expected = outcome(replay.answer_at, *question)
+                    found = outcome(views.answer_at, *question)
+                    counts[type(expected).__name__] += 1
+                    assert found == expected, f"{environment} {tenant} at {t:%H:%M:%S.%f}"
+                compare_windows(views, replay, (ws, tenant, environment), times, key)
+
+    check()
+    # Both answers and refusals were compared, not only one kind.
+    assert counts["AuditAnswer"] > 100 and counts["tuple"] > 0, counts
+
+
+def compare_windows(
+    views: AuditSource,
+    replay: AuditSource,
+    subject: tuple[str, str, str],
+    times: list[datetime],
+    key: str | None,
+) -> None:
+    ws, tenant, environment = subject
+    windows = [(times[0], times[-1] + timedelta(minutes=10))]
+    middle = len(times) // 2
+    windows += [(times[middle], times[-1]), (times[1], times[middle + 1])]
+    for start, end in windows:
+        if start >= end:
+            continue
+        question = (ws, tenant, BOT, environment, start, end, key)
+        expected, found = outcome(replay.intervals, *question), outcome(views.intervals, *question)
+        assert found == expected, f"{environment} {tenant} from {start} to {end}"
