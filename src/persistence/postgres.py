@@ -75,6 +75,22 @@ class PromptRecordRecorder(PostgresApplicationRecorder):
         self.sql_create_statements[index] = self.sql_create_pg_function_insert_events
         self.sql_create_statements.extend(self._immutability_statements())
 
+    def create_table(self) -> None:
+        """Create types, tables, functions and triggers, one process at a time.
+
+        Replicas starting together would otherwise race in the catalog (`CREATE OR REPLACE
+        FUNCTION` and `CREATE TYPE` collide with "tuple concurrently updated"). A session
+        advisory lock, held on its own connection, serialises the whole creation, including
+        the library's separate transaction for the composite type.
+        """
+        with self.datastore.get_connection() as conn:
+            key = "promptrecord_create:" + str(self.datastore.schema)
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
     def _immutability_statements(self) -> list[Any]:
         """A trigger function and the triggers that make the events table append-only.
 

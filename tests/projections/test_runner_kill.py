@@ -1,10 +1,11 @@
 """A projector process SIGKILLed again and again during a catch-up loses and repeats nothing.
 
-PostgreSQL. About 3,000 events are written first (rollout adjustments and pins, many in one
-commit, so batches end in the middle of commits). A projector process with small batches
-is killed with SIGKILL at random moments while it catches up, then restarted; a last run
-finishes. Its views equal a clean rebuild, and a counting view the process folds beside the
-others shows every event applied exactly once.
+PostgreSQL. More than 10,000 events are written first (rollout adjustments and pins, many in
+one commit, so batches end in the middle of commits). `promptrecord projector` (the command
+line's own entry point, with small batches) is killed with SIGKILL 20 times at random moments
+(seeded) while it catches up, and restarted each time; a last run finishes. Its views equal a
+clean rebuild, and a counting view the process folds beside the others shows every event
+applied exactly once: none twice, none skipped.
 """
 
 from __future__ import annotations
@@ -25,23 +26,24 @@ from psycopg import sql
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import Actor
 from promptrecord.domain.pin import TenantPin
-from promptrecord.projections.views import VIEW_NAMES, open_view_store
+from promptrecord.projections.views import VIEW_NAMES, ViewStore, open_view_store
 from promptrecord.settings import Settings
 
 START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 MODEL = "claude-sonnet-4-5-20250929"
 ACTOR = Actor("key-kill", "kill test")
 WS, BOT, PROD = "acme", "bot", "production"
-KILLS = 8
+KILLS = 20
+EVENTS = 10_000
+CHUNKS = 17  # 600 events each: 300 rollout adjustments, 150 pins of 2 events
+BATCH = "25"  # events per projector transaction: small, so the catch-up outlasts the kills
 
-# The projector process: the usual views plus one that counts how often each event is folded.
+# `promptrecord projector` with one more view, which counts how often each event is folded.
 PROJECTOR = """
 import sys
-from promptrecord.domain.application import PromptRecord
+from promptrecord.api import cli_projector
+from promptrecord.projections import views
 from promptrecord.projections.folding import INT, Column, Table, View
-from promptrecord.projections.runner import run_projector
-from promptrecord.projections.views import default_views, open_view_store
-from promptrecord.settings import Settings
 
 COUNTS = Table(
     "test_applications",
@@ -60,10 +62,11 @@ class Applications(View):
         ctx.put(COUNTS, {"position": logged.position, "applications": count})
 
 
-app = PromptRecord(env=Settings().eventsourcing_env())
-store = open_view_store(app, [*default_views(), Applications()])
-run_projector(app, store, poll_interval=0.2, batch_size=int(sys.argv[1]))
-app.close()
+open_view_store = views.open_view_store
+views.open_view_store = lambda app, _=None: open_view_store(
+    app, [*views.default_views(), Applications()]
+)
+sys.exit(cli_projector.main(["projector", *sys.argv[1:]]))
 """
 
 
@@ -79,7 +82,7 @@ def write_history(app: PromptRecord) -> int:
     app.promote(WS, BOT, PROD, 1, ACTOR)
     app.start_rollout(WS, BOT, PROD, 2, 0.1, ACTOR)
     now = START
-    for chunk in range(5):
+    for chunk in range(CHUNKS):
         deployment = app.deployment(WS, BOT, PROD)
         assert deployment is not None
         for step in range(300):
@@ -111,6 +114,10 @@ def eventually(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
     return found
 
 
+def reaches(store: ViewStore, least: int) -> Callable[[], bool]:
+    return lambda: store.position() >= least
+
+
 def test_sigkilled_projector_ends_with_views_equal_to_a_rebuild(
     postgres_settings: Settings, tmp_path: Path
 ) -> None:
@@ -118,7 +125,7 @@ def test_sigkilled_projector_ends_with_views_equal_to_a_rebuild(
     app = PromptRecord(env=postgres_settings.eventsourcing_env(), clock=lambda: clock_now[0])
     try:
         end = write_history(app)
-        assert end >= 3000
+        assert end >= EVENTS
         store = open_view_store(app)
         script = tmp_path / "projector.py"
         script.write_text(PROJECTOR)
@@ -127,32 +134,38 @@ def test_sigkilled_projector_ends_with_views_equal_to_a_rebuild(
             "PROMPTRECORD_DATABASE_URL": postgres_settings.database_url,
             "PROMPTRECORD_DATABASE_SCHEMA": postgres_settings.database_schema or "",
         }
+        args = ["--batch-size", BATCH, "--poll-interval", "0.2"]
+        # Kill moments spread over the whole catch-up: each run is killed once the views
+        # pass a random position, a random few milliseconds later (mostly mid-transaction).
         rng = random.Random(20260314)
+        targets = sorted(rng.sample(range(1, end - 20 * int(BATCH)), KILLS))
         killed_at: list[int] = []
-        for _ in range(KILLS):
-            before = store.position()
+        for target in targets:
+            least = max(target, store.position() + 1)
             process = subprocess.Popen(
-                [sys.executable, str(script), "20"], env=env, stderr=subprocess.DEVNULL
+                [sys.executable, str(script), *args], env=env, stderr=subprocess.DEVNULL
             )
             try:
-                eventually(lambda b=before: store.position() > b)
-                time.sleep(rng.uniform(0.0, 0.15))
+                eventually(reaches(store, least))
+                time.sleep(rng.uniform(0.0, 0.03))
             finally:
                 process.kill()
                 process.wait()
             killed_at.append(store.position())
-        assert len({p for p in killed_at if p < end}) >= 5, killed_at  # killed mid-catch-up
+        # Every kill landed mid-catch-up, each after the last one's run had made progress.
+        assert killed_at == sorted(set(killed_at)), killed_at
+        assert len(killed_at) == KILLS and killed_at[-1] < end, (killed_at, end)
 
-        process = subprocess.Popen(
-            [sys.executable, str(script), "20"], env=env, stderr=subprocess.PIPE, text=True
+        last = subprocess.Popen(
+            [sys.executable, str(script), *args], env=env, stderr=subprocess.PIPE, text=True
         )
         try:
             eventually(lambda: store.position() == end)
-            process.terminate()
-            _, stderr = process.communicate(timeout=10)
+            last.terminate()
+            _, stderr = last.communicate(timeout=10)
         finally:
-            process.kill()
-        assert process.returncode == 0, stderr
+            last.kill()
+        assert last.returncode == 0, stderr
 
         schema = postgres_settings.database_schema or "public"
         with psycopg.connect(postgres_settings.database_url) as conn:
