@@ -1,12 +1,23 @@
-"""The API as `promptrecord serve` runs it, plus a constant-JSON route as the baseline."""
+"""The API as `promptrecord serve` runs it, plus a constant-JSON route as the baseline.
+
+With BENCH_LIVE_LISTEN=0 the live state polls only (no LISTEN/NOTIFY): the lag baseline.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 
 import uvicorn
 
 from promptrecord.api.app import create_app
+from promptrecord.projections import live
+
+if os.environ.get("BENCH_LIVE_LISTEN") == "0":
+    live.LiveState.__init__ = functools.partialmethod(  # type: ignore[method-assign]
+        live.LiveState.__init__, listen=False
+    )
 
 app = create_app()
 

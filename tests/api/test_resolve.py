@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
 
 from promptrecord.api.routes import resolve as resolve_route
+from promptrecord.domain.application import PromptRecord
+from promptrecord.domain.base import Actor
 
 if TYPE_CHECKING:
     from tests.api.conftest import Api
@@ -260,3 +264,103 @@ def test_pin_paging_and_limits(api: Api) -> None:
     api.assert_problem(
         staging.delete("/v1/tenants/acme/pins/bot/production"), 403, "environment_not_allowed"
     )
+
+
+def test_after_waits_for_a_command_another_process_writes(api: Api) -> None:
+    _deployed(api)
+    runtime = api.as_role("runtime")
+    target = api.services.live.position + 1  # the next event: a promote of version 2
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            runtime.get, "/v1/prompts/bot/resolve", params={"after": target, "tenant": "acme"}
+        )
+        time.sleep(0.2)  # let the request start waiting (order only; nothing is timed)
+        # Another replica: its own application on the same store, not this process's.
+        other = PromptRecord(env=api.services.settings.eventsourcing_env())
+        try:
+            written = other.promote("acme", "bot", "production", 2, Actor("key-x", "other"))
+        finally:
+            other.close()
+        assert written.position == target
+        response = waiting.result(timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["version"] == 2 and answer["reason"] == "promoted"
+    assert answer["position"] >= target
+
+
+def test_after_never_reached_answers_503_and_holds_no_thread(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More waiting requests than the worker threads (40) the server runs sync routes on:
+    # if a wait held a thread, compile (a sync route) would queue behind them all.
+    _deployed(api)
+    monkeypatch.setattr(resolve_route, "AFTER_TIMEOUT_SECONDS", 3.0)
+    runtime = api.as_role("runtime")
+    unreachable = api.services.live.position + 10_000
+    clients = [api.client(api.admin_token) for _ in range(45)]
+    with ThreadPoolExecutor(len(clients)) as pool:
+        waiting = [
+            pool.submit(client.get, "/v1/prompts/bot/resolve", params={"after": unreachable})
+            for client in clients
+        ]
+        time.sleep(0.3)  # let them start waiting (order only; nothing is timed)
+        compiled = runtime.post(
+            "/v1/prompts/bot/compile", json={"variables": {"company": "A", "question": "?"}}
+        )
+        still_waiting = sum(not future.done() for future in waiting)
+        responses = [future.result(timeout=60) for future in waiting]
+    assert compiled.status_code == 200, compiled.text  # answered while they wait
+    assert still_waiting == len(waiting)
+    for response in responses:
+        body = api.assert_problem(response, 503, "position_not_reached", "query.after")
+        assert response.headers["retry-after"] == "1"
+        assert body["position"] < unreachable
+    assert api.services.live._waiters == []  # every timed-out wait was forgotten
+
+
+def test_resolve_query_is_validated_like_declared_parameters(api: Api) -> None:
+    _deployed(api)
+    runtime = api.as_role("runtime")
+    path = "/v1/prompts/bot/resolve"
+    for params, field in (
+        ({"after": "x"}, "query.after"),
+        ({"after": ""}, "query.after"),
+        ({"after": "-3"}, "query.after"),
+        ({"environment": "e" * 33}, "query.environment"),
+        ({"tenant": "t" * 257}, "query.tenant"),
+        ({"key": "k" * 257}, "query.key"),
+    ):
+        api.assert_problem(runtime.get(path, params=params), 422, "validation_failed", field)
+    # authentication comes first, as with declared parameters
+    api.assert_problem(api.client().get(path, params={"after": "x"}), 401, "unauthenticated")
+    # values FastAPI accepts are accepted: the last of repeated ones, "+1", empty strings
+    answered = runtime.get(f"{path}?tenant=a&tenant=b&after=%2B1&key=")
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["tenant"] == "b" and answered.json()["key"] == ""
+
+
+def test_resolve_body_is_compact_json_of_every_field(api: Api) -> None:
+    # The body is written by hand (the version's part cached): it must read exactly as the
+    # JSON encoder would write the same answer, for every kind of answer.
+    _deployed(api, versions=3)
+    api.admin.post(f"{ENV}/production/rollout", json={"candidate": 2, "share": 0.5})
+    api.admin.post(
+        '/v1/tenants/ac"me/pins',
+        json={"prompt": "bot", "environment": "production", "version": 3},
+    )
+    runtime = api.as_role("runtime")
+    seen = set()
+    for tenant in ('ac"me', "tenant-é\u2028", None, *(f"t{i}" for i in range(20))):
+        params = {} if tenant is None else {"tenant": tenant}
+        response = runtime.get("/v1/prompts/bot/resolve", params=params)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert list(answer) == list(resolve_route.Resolved.model_fields)
+        compact = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
+        assert response.content == compact.encode()
+        resolve_route.Resolved.model_validate(answer)
+        seen.add((answer["reason"], (answer["rollout"] or {}).get("arm")))
+        if tenant == 'ac"me':
+            assert answer["reason"] == "pinned" and answer["pin_expires_at"]
+    assert {("pinned", None), ("rollout", "candidate"), ("rollout", "baseline")} <= seen

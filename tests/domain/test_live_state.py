@@ -6,10 +6,12 @@ replica follows commands another replica carried out. Both backends.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from promptrecord.domain.errors import NotFound
@@ -145,3 +147,100 @@ def test_live_state_equals_a_fresh_fold(record: Any, live: LiveState) -> None:
             )
     with pytest.raises(NotFound):
         answer(live, record, "t1", "development")
+
+
+def _until(condition: Any, within: float = 10.0) -> bool:
+    """Poll `condition` until true or `within` seconds pass (a bound for failures, not a
+    timing check)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_start_continues_from_an_assigned_state(record: Any) -> None:
+    # An API process may seed the state (from the read views) before start(): following
+    # goes on from that state's position, not from the start of the log.
+    record.new_prompt("bot", "one")
+    seeded = ResolutionState(position=log_end(record))  # claims to hold all of it
+    live = LiveState(record.second_app(), poll_interval=0.02)
+    live.state = seeded
+    try:
+        live.start()
+        assert live.state is seeded and live.position == log_end(record)
+        record.new_prompt("later", "x")
+        assert live.wait_for(log_end(record), timeout=5)
+        assert live.state is seeded
+        assert set(seeded.prompts) == {(WS, "later")}  # nothing before the seed was re-read
+    finally:
+        live.stop()
+
+
+def test_wait_async_is_released_when_another_instance_writes(record: Any, live: Any) -> None:
+    record.new_prompt("bot", "one")
+    live.start()
+    target = log_end(record) + 2  # Deployment.Created + Promoted
+
+    async def scenario() -> tuple[bool, bool]:
+        waiting = asyncio.ensure_future(live.wait_async(target, timeout=10))
+        never = asyncio.ensure_future(live.wait_async(target + 1000, timeout=0.3))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await asyncio.to_thread(record.app.promote, WS, "bot", "production", 1, record.bob)
+        return await waiting, await never
+
+    reached, unreached = asyncio.run(scenario())
+    assert reached is True and unreached is False
+    assert live.position >= target
+    assert served(live, record) == (1, "promoted")
+    assert live._waiters == []  # the one that timed out was forgotten
+
+
+def test_wait_async_without_a_follower_reads_the_log_itself(record: Any, live: Any) -> None:
+    record.new_prompt("bot", "one")
+    end = log_end(record)
+    assert asyncio.run(live.wait_async(end, timeout=5)) is True  # not started
+    assert live.position == end
+    assert asyncio.run(live.wait_async(end + 10, timeout=0.2)) is False
+
+
+def test_listen_wakes_the_follower_between_polls(record: Any) -> None:
+    # A poll interval far longer than the test: only NOTIFY can bring the commands in.
+    live = LiveState(record.second_app(), poll_interval=600)
+    if not record.settings.is_postgres:
+        assert live.listen is False  # SQLite has no LISTEN: it polls
+        return
+    assert live.listen is True
+    record.new_prompt("bot", "one", "two")
+    try:
+        live.start()
+        assert _until(lambda: live.listening)
+        first = record.app.promote(WS, "bot", "production", 1, record.bob)
+        assert _until(lambda: live.position >= first.position)
+        assert served(live, record) == (1, "promoted")
+    finally:
+        live.stop()
+    assert live.listening is False
+
+
+def test_listen_resubscribes_after_its_connection_is_killed(record: Any) -> None:
+    if not record.settings.is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    live = LiveState(record.second_app(), poll_interval=600)
+    record.new_prompt("bot", "one", "two")
+    try:
+        live.start()
+        assert _until(lambda: live.listening)
+        killed = live.listen_pid
+        with psycopg.connect(record.settings.database_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (killed,))
+        assert _until(lambda: live.subscriptions >= 2 and live.listening)
+        assert live.listen_pid != killed
+        # the new subscription delivers: still no poll would have found this
+        result = record.app.promote(WS, "bot", "production", 2, record.bob)
+        assert _until(lambda: live.position >= result.position)
+        assert served(live, record) == (2, "promoted")
+    finally:
+        live.stop()

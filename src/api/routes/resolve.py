@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import anyio.to_thread
-from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from promptrecord.api.deps import Caller, PromptName, Runtime, ServicesDep
+from promptrecord.api.deps import Caller, PromptName, Runtime, ServicesDep, requires
 from promptrecord.api.problems import problem, problem_responses
 from promptrecord.api.schemas import CONTENT_EXAMPLE, JsonObject, RequestBody, Text
 from promptrecord.domain.errors import Conflict, NotFound
-from promptrecord.domain.resolution import Resolution, ResolutionState, VersionView, resolve
+from promptrecord.domain.resolution import (
+    Resolution,
+    ResolutionState,
+    RolloutDecision,
+    VersionView,
+    resolve,
+)
 from promptrecord.domain.templates import render
 from promptrecord.projections.live import LiveState
 
@@ -146,19 +153,90 @@ class Compiled(BaseModel):
     output_schema: dict[str, Any] | None = None
 
 
-def _rollout_arm(resolution: Resolution) -> dict[str, Any] | None:
-    decision = resolution.rollout
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+# The encoded `"version":…,"content_hash":…,"content":…,"model":…,"variables":…` of each
+# version served, by the id of the event that committed it (and its hash, as a guard):
+# a committed version never changes, and its content is most of every answer's bytes.
+_VERSION_JSON: dict[tuple[str, str], str] = {}
+VERSION_JSON_CACHE_SIZE = 4096
+
+
+def _version_json(version: VersionView) -> str:
+    cache_key = (version.event_id, version.content_hash)
+    encoded = _VERSION_JSON.get(cache_key)
+    if encoded is None:
+        encoded = _encode(
+            {
+                "version": version.number,
+                "content_hash": version.content_hash,
+                "content": version.content,
+                "model": version.content["model"],
+                "variables": version.variables,
+            }
+        )[1:-1]
+        if len(_VERSION_JSON) >= VERSION_JSON_CACHE_SIZE:
+            _VERSION_JSON.clear()  # rare; the versions served now come back at once
+        _VERSION_JSON[cache_key] = encoded
+    return encoded
+
+
+def _resolved_at(
+    state: ResolutionState,
+    workspace: str,
+    name: str,
+    environment: str,
+    tenant: str | None,
+    key: str | None,
+) -> tuple[Resolution, int]:
+    resolution = resolve(state, workspace, name, environment, tenant, key, datetime.now(UTC))
+    return resolution, state.position
+
+
+_str = json.encoder.encode_basestring  # a JSON string as the encoder above writes it
+
+
+def _str_or_null(value: str | None) -> str:
+    return "null" if value is None else _str(value)
+
+
+def _number(value: float | None) -> str:
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)  # what the encoder writes for a finite float
+    return _encode(value)
+
+
+def _arm_json(decision: RolloutDecision | None) -> str:
     if decision is None:
-        return None
-    return {
-        "rollout_id": decision.rollout_id,
-        "arm": decision.arm,
-        "bucket": decision.bucket,
-        "share": decision.share,
-        "key_by": decision.key_by,
-        "baseline": decision.baseline,
-        "candidate": decision.candidate,
-    }
+        return "null"
+    return (
+        f'{{"rollout_id":{_str(decision.rollout_id)},"arm":{_str(decision.arm)},'
+        f'"bucket":{_number(decision.bucket)},"share":{_number(decision.share)},'
+        f'"key_by":{_str(decision.key_by)},"baseline":{_number(decision.baseline)},'
+        f'"candidate":{_number(decision.candidate)}}}'
+    )
+
+
+def _encode_answer(
+    resolution: Resolution,
+    position: int,
+    name: str,
+    environment: str,
+    tenant: str | None,
+    key: str | None,
+) -> bytes:
+    """The `Resolved` body, field for field and byte for byte as `json.dumps` (compact,
+    ensure_ascii=False) writes it, with the version's part encoded once per version."""
+    expires = resolution.pin_expires_at
+    return (
+        f'{{"prompt":{_str(name)},"environment":{_str(environment)},'
+        f'"tenant":{_str_or_null(tenant)},"key":{_str_or_null(key)},'
+        f"{_version_json(resolution.version)},"
+        f'"reason":{_str(resolution.reason)},'
+        f'"rollout":{_arm_json(resolution.rollout)},'
+        f'"pin_expires_at":{"null" if expires is None else _str(expires.isoformat())},'
+        f'"cause_event_id":{_str(resolution.cause)},"position":{int(position)}}}'
+    ).encode()
 
 
 def _answer(
@@ -168,26 +246,97 @@ def _answer(
     environment: str,
     tenant: str | None,
     key: str | None,
-) -> dict[str, Any]:
-    resolution = resolve(state, workspace, name, environment, tenant, key, datetime.now(UTC))
-    version = resolution.version
-    expires = resolution.pin_expires_at
-    return {
-        "prompt": name,
-        "environment": environment,
-        "tenant": tenant,
-        "key": key,
-        "version": version.number,
-        "content_hash": version.content_hash,
-        "content": version.content,
-        "model": version.content["model"],
-        "variables": version.variables,
-        "reason": resolution.reason,
-        "rollout": _rollout_arm(resolution),
-        "pin_expires_at": expires.isoformat() if expires is not None else None,
-        "cause_event_id": resolution.cause,
-        "position": state.position,
-    }
+) -> bytes:
+    """The encoded answer to a resolve, from `state` (call it under the live state's lock)."""
+    resolution, position = _resolved_at(state, workspace, name, environment, tenant, key)
+    return _encode_answer(resolution, position, name, environment, tenant, key)
+
+
+class _ResolveQuery(BaseModel):
+    """The query of resolve, validated as FastAPI would (used when the fast path declines)."""
+
+    environment: str = Field(default=DEFAULT_ENVIRONMENT, max_length=32)
+    tenant: str | None = Field(default=None, max_length=256)
+    key: str | None = Field(default=None, max_length=256)
+    after: int | None = Field(default=None, ge=0)
+
+
+# Declared for the OpenAPI document only: the route reads them itself (see _query).
+_QUERY_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "environment",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "type": "string",
+            "maxLength": 32,
+            "default": DEFAULT_ENVIRONMENT,
+            "title": "Environment",
+        },
+    },
+    {
+        "name": "tenant",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "anyOf": [{"type": "string", "maxLength": 256}, {"type": "null"}],
+            "title": "Tenant",
+        },
+    },
+    {
+        "name": "key",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "anyOf": [{"type": "string", "maxLength": 256}, {"type": "null"}],
+            "description": "Routing key for key_by=user|request",
+            "title": "Key",
+        },
+        "description": "Routing key for key_by=user|request",
+    },
+    {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
+            "description": "Wait until this log position is applied (≤ 5 s)",
+            "title": "After",
+        },
+        "description": "Wait until this log position is applied (≤ 5 s)",
+    },
+]
+
+
+def _query(request: Request) -> tuple[str, str | None, str | None, int | None]:
+    """environment, tenant, key and after from the query string.
+
+    Read here rather than as declared parameters: FastAPI's per-parameter machinery costs
+    more than the whole resolution. Plainly valid values take the fast path; anything else
+    goes through `_ResolveQuery`, so errors (422, `query.<name>`) read as FastAPI's would.
+    """
+    params = request.query_params
+    environment = params.get("environment", DEFAULT_ENVIRONMENT)
+    tenant = params.get("tenant")
+    key = params.get("key")
+    after = params.get("after")
+    if (
+        len(environment) <= 32
+        and (tenant is None or len(tenant) <= 256)
+        and (key is None or len(key) <= 256)
+        and (after is None or (after.isascii() and after.isdigit()))
+    ):
+        return environment, tenant, key, None if after is None else int(after)
+    given = {name: params.get(name) for name in ("environment", "tenant", "key", "after")}
+    try:
+        query = _ResolveQuery.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as error:
+        errors = [{**e, "loc": ("query", *e["loc"])} for e in error.errors()]
+        raise RequestValidationError(errors) from None
+    return query.environment, query.tenant, query.key, query.after
+
+
+_runtime = requires("runtime")
 
 
 @router.get(
@@ -195,44 +344,43 @@ def _answer(
     response_model=Resolved,
     summary="The version this tenant (or routing key) gets now, with its content",
     responses=problem_responses(503),
+    openapi_extra={"parameters": _QUERY_PARAMETERS},
 )
 async def resolve_prompt(
     request: Request,
-    caller: Runtime,
     name: Annotated[str, Path(description="Prompt name", examples=["support-bot"])],
-    environment: Annotated[str, Query(max_length=32)] = DEFAULT_ENVIRONMENT,
-    tenant: Annotated[str | None, Query(max_length=256)] = None,
-    key: Annotated[
-        str | None, Query(max_length=256, description="Routing key for key_by=user|request")
-    ] = None,
-    after: Annotated[
-        int | None, Query(ge=0, description="Wait until this log position is applied (≤ 5 s)")
-    ] = None,
 ) -> Response:
-    # Lean on purpose: this is the hot path. It reads memory only, checks the key's limits
-    # inline instead of through more dependencies, and encodes once, without a
-    # response-model round trip.
+    # Lean on purpose: this is the hot path. It reads memory only, authenticates and reads
+    # its query without FastAPI's dependency and parameter machinery, checks the key's
+    # limits inline, and encodes once (the version's part cached), with no response model.
+    caller = await _runtime(request)
+    environment, tenant, key, after = _query(request)
     caller.check_prompt(name)
     caller.check_environment(environment, field="query.environment")
     live: LiveState = request.app.state.services.live
-    if after is not None and live.position < after:
-        reached = await anyio.to_thread.run_sync(live.wait_for, after, AFTER_TIMEOUT_SECONDS)
-        if not reached:
-            return problem(
-                503,
-                "position_not_reached",
-                f"log position {after} was not applied within {AFTER_TIMEOUT_SECONDS:g} s "
-                f"(at {live.position}); retry shortly",
-                f"/v1/prompts/{name}/resolve",
-                field="query.after",
-                headers={"Retry-After": "1"},
-                extra={"position": live.position},
-            )
-    answer = live.read(
-        lambda state: _answer(state, caller.workspace, name, environment, tenant, key)
+    # waits on the event loop (the follower thread releases it): no thread is held
+    if (
+        after is not None
+        and live.position < after
+        and not await live.wait_async(after, AFTER_TIMEOUT_SECONDS)
+    ):
+        return problem(
+            503,
+            "position_not_reached",
+            f"log position {after} was not applied within {AFTER_TIMEOUT_SECONDS:g} s "
+            f"(at {live.position}); retry shortly",
+            f"/v1/prompts/{name}/resolve",
+            field="query.after",
+            headers={"Retry-After": "1"},
+            extra={"position": live.position},
+        )
+    resolution, position = live.read(
+        lambda state: _resolved_at(state, caller.workspace, name, environment, tenant, key)
     )
-    body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, media_type="application/json")
+    return Response(
+        _encode_answer(resolution, position, name, environment, tenant, key),
+        media_type="application/json",
+    )
 
 
 def _version_for(state: ResolutionState, caller: Caller, name: str, number: int) -> VersionView:
