@@ -194,3 +194,51 @@ def compare_windows(
         question = (ws, tenant, BOT, environment, start, end, key)
         expected, found = outcome(replay.intervals, *question), outcome(views.intervals, *question)
         assert found == expected, f"{environment} {tenant} from {start} to {end}"
+
+
+def test_views_cite_and_refuse_as_replay_across_environment_changes(
+    world: tuple[PromptRecord, Clock, ViewStore],
+) -> None:
+    """Environments added later, an actor acting for a person, reasons empty and written: the
+    views' answers (causing events cited from the audit log, environments remembered per
+    store) equal replay's, and a second `ViewAudit` on the same store answers alike."""
+    app, clock, store = world
+    ci = Actor("key-ci", "ci", on_behalf_of="dana@example.com")
+    clock.now = START
+    app.create_workspace("envs", environments=["staging", "production"])
+    app.create_prompt("envs", ACTOR, name=BOT, content=content("v1"))
+    app.commit_version("envs", BOT, content("v2"), ci)
+    app.promote("envs", BOT, "production", 1, ci, reason="first release")
+    clock.now += timedelta(seconds=30)
+    app.start_rollout("envs", BOT, "production", 2, 0.5, ci, key_by="tenant")
+    clock.now += timedelta(seconds=30)
+    app.set_environments("envs", ["staging", "production", "canary"], ACTOR, None)
+    clock.now += timedelta(seconds=30)
+    app.promote("envs", BOT, "canary", 2, ACTOR)
+    app.pin("envs", "t1", BOT, "canary", 1, ci, reason="hold", ttl_seconds=60)
+    clock.now += timedelta(seconds=30)
+    app.archive("envs", BOT, "", ci, None)
+    clock.now += timedelta(seconds=30)
+    app.unarchive("envs", BOT, "back", ACTOR, None)
+    store.apply(store.position(), list(app.read_events(0, 10_000)))
+    events = [(p, e) for p, e in app.read_events(0, 10_000) if e.timestamp >= START]
+    times = sample_times(events)
+    replay = ReplayAudit(app)
+    first, second = ViewAudit(store, app), ViewAudit(store, app)
+    cited = Counter[str]()
+    for environment in ("production", "canary", "nowhere"):
+        for tenant in ("t1", "t2"):
+            for t in times:
+                question = ("envs", tenant, BOT, environment, t)
+                expected = outcome(replay.answer_at, *question)
+                assert outcome(first.answer_at, *question) == expected, (environment, t)
+                assert outcome(second.answer_at, *question) == expected, (environment, t)
+                if not isinstance(expected, tuple):
+                    cited.update(event.actor["on_behalf_of"] or "-" for event in expected.events)
+            window = ("envs", tenant, BOT, environment, times[0], times[-1])
+            expected_intervals = outcome(replay.intervals, *window)
+            assert outcome(first.intervals, *window) == expected_intervals
+    # Events of both actors were cited, and canary was refused before it existed.
+    assert cited["dana@example.com"] > 0 and cited["-"] > 0, cited
+    before = outcome(first.answer_at, "envs", "t2", BOT, "canary", START + timedelta(seconds=1))
+    assert isinstance(before, tuple) and before[0] == "environment_not_found", before
