@@ -31,6 +31,17 @@ class Settings(BaseSettings):
     live_poll_interval: float = Field(
         default=0.1, description="seconds between polls of the event log by the live state"
     )
+    embedded_projector: bool | None = Field(
+        default=None,
+        description=(
+            "keep the read views in the API process itself; default: yes on SQLite, no on "
+            "PostgreSQL (run `promptrecord projector` there)"
+        ),
+    )
+    views_wait_timeout: float = Field(
+        default=5.0,
+        description="seconds a read waits for the views to reach its position before a 503",
+    )
     snapshot_interval: int = Field(default=50, description="events between aggregate snapshots")
     aggregate_cache_size: int = Field(
         default=10_000, description="aggregates kept in memory by each process for commands"
@@ -39,6 +50,12 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def runs_embedded_projector(self) -> bool:
+        if self.embedded_projector is None:
+            return not self.is_postgres
+        return self.embedded_projector
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The eventsourcing library's environment for this database URL."""

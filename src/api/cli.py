@@ -15,8 +15,7 @@ from promptrecord.domain.errors import Conflict, DomainError
 from promptrecord.settings import Settings
 
 if TYPE_CHECKING:
-    from promptrecord.api.services import Services
-    from promptrecord.projections.runner import Projector
+    pass
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 
@@ -57,41 +56,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     slug = settings.default_workspace
     if not services.live.state.workspaces:
         try:
-            _result, token = services.app.create_workspace(slug, "Default workspace")
+            created, token = services.app.create_workspace(slug, "Default workspace")
         except Conflict:
             pass  # another replica bootstrapped the same empty database a moment ago
         else:
+            services.read_own_write(created.position)
             write_admin_key(settings.admin_key_file, token)
             print(
                 f"created workspace {slug!r}; its admin key is in {settings.admin_key_file} "
                 "(shown nowhere else — keep it safe)"
             )
-    projector = None if settings.is_postgres else _embedded_projector(services)
     print(f"promptrecord {__version__} listening on http://{host}:{port}")
     print(f"database: {_describe_database(settings)}; docs at http://{host}:{port}/docs")
+    if services.projector is None:
+        print(
+            "read views: kept by `promptrecord projector` (run it too); "
+            f"now at log position {services.view_store.position()}"
+        )
     try:
         uvicorn.run(create_app(services=services), host=host, port=port, log_level=args.log_level)
     finally:
-        if projector is not None:
-            projector.stop()
         services.close()
     return EXIT_OK
-
-
-def _embedded_projector(services: Services) -> Projector:
-    """In embedded mode `serve` keeps the views itself; in production `projector` does."""
-    from promptrecord.projections.runner import Projector
-    from promptrecord.projections.views import open_view_store
-
-    store = open_view_store(services.app)
-    if store.outdated:
-        # The embedded database is this process's own: bring views from an older release
-        # up to date now rather than refuse to start.
-        report = store.rebuild(services.app.read_events, list(store.outdated))
-        print(f"rebuilt views {', '.join(report.views)} from the event log")
-    projector = Projector(services.app, store, poll_interval=services.settings.live_poll_interval)
-    projector.start()
-    return projector
 
 
 def cmd_workspace_create(args: argparse.Namespace) -> int:

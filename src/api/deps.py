@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from promptrecord.api.services import Services
 from promptrecord.domain.base import Actor
@@ -17,6 +17,7 @@ from promptrecord.domain.errors import Forbidden, InvalidInput, Unauthenticated
 from promptrecord.domain.keys import parse_token, secret_matches
 from promptrecord.domain.policy import role_rank
 from promptrecord.domain.resolution import KeyView
+from promptrecord.projections.views import ViewStore
 
 MAX_ON_BEHALF_OF = 200
 
@@ -29,6 +30,27 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def read_views(
+    request: Request,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description=(
+                "Answer once the read views have applied this log position (a command's "
+                "`position`), waiting up to 5 s; 503 `views_behind` if they do not"
+            ),
+        ),
+    ] = None,
+) -> ViewStore:
+    # A plain def: waiting for the views blocks, so FastAPI runs it on a worker thread.
+    services: Services = request.app.state.services
+    return services.views(after)
+
+
+Views = Annotated[ViewStore, Depends(read_views)]
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,31 @@ class PageRequest:
         more = start + self.limit < len(items)
         return chosen, _encode(keys[start + self.limit - 1]) if more else None
 
+    def after_number(self) -> int:
+        """The last number of the previous page (0 before the first), for paging in SQL."""
+        value = self._after()
+        if value is None:
+            return 0
+        if not isinstance(value, int) or not 0 <= value < 2**62:
+            raise _invalid_cursor()
+        return value
+
+    def after_name(self) -> str | None:
+        """The last name of the previous page (None before the first), for paging in SQL."""
+        value = self._after()
+        if value is not None and not isinstance(value, str):
+            raise _invalid_cursor()
+        return value
+
+    def _after(self) -> Key | None:
+        return None if self.cursor is None else _decode(self.cursor)
+
+    def page(self, fetched: Sequence[T], key: Callable[[T], Key]) -> tuple[list[T], str | None]:
+        """The page from up to `limit + 1` items fetched after the cursor, and the next cursor."""
+        chosen = list(fetched[: self.limit])
+        more = len(fetched) > self.limit
+        return chosen, _encode(key(chosen[-1])) if more and chosen else None
+
 
 def _encode(value: Key) -> str:
     return base64.urlsafe_b64encode(json.dumps([value]).encode()).decode().rstrip("=")

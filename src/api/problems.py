@@ -22,6 +22,7 @@ from promptrecord.domain.errors import (
     InvalidInput,
     NotFound,
     Unauthenticated,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     Forbidden: 403,
     Unauthenticated: 401,
+    Unavailable: 503,
 }
 
 # Codes for errors raised by the framework itself (unknown route, wrong method, …).
@@ -158,6 +160,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     status = domain_status(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": "1"}
     return problem(
         status,
         exc.code,

@@ -1,20 +1,30 @@
-"""What an API process holds open: the application, its live state and the idempotency store."""
+"""What an API process holds open: the application, the read views, the live state seeded
+from them, the idempotency store and, in embedded mode, the projector keeping the views."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import TYPE_CHECKING
 
 from promptrecord.api.idempotency import IdempotencyStore
 from promptrecord.domain.application import PromptRecord
+from promptrecord.domain.errors import Unavailable
 from promptrecord.projections.live import LiveState
+from promptrecord.projections.live_seed import seed_state
 from promptrecord.projections.views import ViewStore, open_view_store
 from promptrecord.settings import Settings
+
+if TYPE_CHECKING:
+    from promptrecord.projections.runner import Projector
 
 log = logging.getLogger(__name__)
 
 # How long a command waits for the live state to fold in what it just wrote.
 OWN_WRITE_TIMEOUT = 5.0
+# How often a read waiting on a projector in another process looks at the views' position.
+VIEWS_POLL = 0.01
 
 
 def open_idempotency_store(settings: Settings) -> IdempotencyStore:
@@ -37,8 +47,22 @@ def open_idempotency_store(settings: Settings) -> IdempotencyStore:
     return store
 
 
+def start_embedded_projector(app: PromptRecord, store: ViewStore, poll: float) -> Projector:
+    """Keep the views in this process. Views of an older release are rebuilt first: in
+    embedded mode the database is this process's own."""
+    from promptrecord.projections.runner import Projector
+
+    if store.outdated:
+        report = store.rebuild(app.read_events, list(store.outdated))
+        log.warning("rebuilt views %s from the event log", ", ".join(report.views))
+    projector = Projector(app, store, poll_interval=poll)
+    projector.start()
+    return projector
+
+
 class Services:
-    """The application carrying out commands, the live state `resolve` reads, idempotency rows."""
+    """The application carrying out commands, the views list and read endpoints answer
+    from, the live state `resolve` reads, idempotency rows."""
 
     def __init__(
         self,
@@ -46,48 +70,93 @@ class Services:
         app: PromptRecord,
         live: LiveState,
         idempotency: IdempotencyStore,
+        views: ViewStore,
+        projector: Projector | None = None,
     ) -> None:
         self.settings = settings
         self.app = app
         self.live = live
         self.idempotency = idempotency
-        self._views: ViewStore | None = None
-        self._views_lock = threading.Lock()
+        self.view_store = views  # as they are now; `views()` waits for a position first
+        self.projector = projector
+        self.view_store_seen = 0  # the highest position the views were seen to have applied
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
-        """Open the event store (creating its tables), the idempotency store, and follow the log."""
+        """Open the event store and the views (creating their tables), seed the live state
+        from the views, follow the log, and keep the views here in embedded mode."""
         app = PromptRecord(
             env=settings.eventsourcing_env(), snapshot_interval=settings.snapshot_interval
         )
+        idempotency: IdempotencyStore | None = None
+        projector = None
         try:
             idempotency = open_idempotency_store(settings)
-        except BaseException:
-            app.close()
-            raise
-        live = LiveState(app, settings.live_poll_interval)
-        services = cls(settings, app, live, idempotency)
-        try:
+            views = open_view_store(app)
+            if settings.runs_embedded_projector:
+                projector = start_embedded_projector(app, views, settings.live_poll_interval)
+            live = LiveState(app, settings.live_poll_interval)
+            seeded = seed_state(views)
+            if seeded is not None:
+                live.state = seeded
             live.start()
         except BaseException:
-            services.close()
+            if projector is not None:
+                projector.stop()
+                projector.join()
+            if idempotency is not None:
+                idempotency.close()
+            app.close()
             raise
-        return services
+        return cls(settings, app, live, idempotency, views, projector)
 
     def read_own_write(self, position: int | None) -> None:
-        """Wait until the live state has folded `position` in, so the next read sees it."""
-        if position is not None and not self.live.wait_for(position, OWN_WRITE_TIMEOUT):
+        """Wait until the live state has folded `position` in, so this process's next
+        `resolve` sees it (reads of the views wait for `app.written` themselves)."""
+        if position is None:
+            return
+        if self.projector is not None:
+            self.projector.nudge()
+        if not self.live.wait_for(position, OWN_WRITE_TIMEOUT):
             log.warning("live state did not reach position %s in time", position)
 
-    def views(self) -> ViewStore:
-        """The view store in the application's database, opened on first use; it shares the
-        application's connections, so an API process that never audits never opens it."""
-        with self._views_lock:
-            if self._views is None:
-                self._views = open_view_store(self.app)
-            return self._views
+    def views(self, after: int | None = None) -> ViewStore:
+        """The views once they have applied `after` and everything this process wrote.
+
+        Raises `Unavailable` (503, `views_behind`) when they do not get there in time: the
+        projector is behind or not running.
+        """
+        needed = max(after or 0, self.app.written)
+        if needed <= self.view_store_seen:
+            return self.view_store
+        deadline = time.monotonic() + self.settings.views_wait_timeout
+        position = self.view_store.position()
+        while position < needed:
+            if self.projector is not None:
+                self.projector.nudge()
+            if time.monotonic() >= deadline:
+                hint = "" if self.projector else " (is `promptrecord projector` running?)"
+                raise Unavailable(
+                    f"the read views are at log position {position}, not yet at {needed}; "
+                    f"retry shortly{hint}",
+                    field="query.after" if after is not None and after >= needed else None,
+                    code="views_behind",
+                    position=position,
+                )
+            time.sleep(VIEWS_POLL)
+            position = self.view_store.position()
+        with self._lock:
+            self.view_store_seen = max(self.view_store_seen, position)
+        return self.view_store
 
     def close(self) -> None:
         self.live.stop()
+        if self.projector is not None:
+            self.projector.stop()
+            try:
+                self.projector.join()
+            except Exception:
+                log.exception("the embedded projector had stopped with an error")
         self.idempotency.close()
         self.app.close()

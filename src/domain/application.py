@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -65,6 +66,10 @@ class PromptRecord(Application[UUID]):
         }
         super().__init__(env)
         self.clock = clock
+        # The highest log position a command of this instance wrote: what this process's
+        # reads must wait for to see its own writes.
+        self.written = 0
+        self._written_lock = threading.Lock()
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -93,6 +98,9 @@ class PromptRecord(Application[UUID]):
                 code="concurrent_change",
             ) from None
         position = recordings[-1].notification.id if recordings else None
+        if position is not None:
+            with self._written_lock:
+                self.written = max(self.written, position)
         return CommandResult(position, aggregates[-1].version if aggregates else 0, value)
 
     @staticmethod

@@ -62,3 +62,10 @@ class Unauthenticated(DomainError):
 
     code = "unauthenticated"
     title = "Unauthenticated"
+
+
+class Unavailable(DomainError):
+    """Not answerable yet, e.g. the read views have not reached a position (HTTP 503)."""
+
+    code = "unavailable"
+    title = "Service unavailable"

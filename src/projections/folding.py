@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from hashlib import sha1
+from operator import itemgetter
 from typing import Any, ClassVar, Protocol
-
-from promptrecord.domain.base import event_id
 
 TABLE_PREFIX = "promptrecord_view_"
 
@@ -50,7 +51,26 @@ class Table:
         return tuple(column.name for column in self.columns)
 
     def key_of(self, row: Row) -> Key:
-        return tuple(row[name] for name in self.key)
+        return self.key_getter(row)
+
+    @cached_property
+    def key_getter(self) -> Callable[[Row], Key]:
+        """`key_of` as one C call: the key tuple of a row (rows are folded by the thousand)."""
+        return tuple_getter(self.key)
+
+    @cached_property
+    def latest_getter(self) -> Callable[[Row], Key]:
+        """A row's `latest_by` prefix."""
+        return tuple_getter(self.latest_by)
+
+
+def tuple_getter(names: tuple[str, ...]) -> Callable[[Row], Key]:
+    """A function giving the tuple of a row's values under `names` (a 1-tuple for one)."""
+    if len(names) == 1:
+        only = names[0]
+        return lambda row: (row[only],)
+    getter: Callable[[Row], Key] = itemgetter(*names)
+    return getter
 
 
 def cols(spec: str, type_: str, nullable: bool = False) -> tuple[Column, ...]:
@@ -93,27 +113,51 @@ def subject_from_created(type_name: str, event: Any) -> Subject | None:
     return None
 
 
-@dataclass(frozen=True)
 class LoggedEvent:
     """An event with what every view needs beside it: its position, type, id and subject."""
 
-    position: int
-    event: Any
-    type: str
-    subject: Subject
+    __slots__ = ("_event_id", "aggregate_id", "event", "position", "subject", "type")
 
-    @cached_property
-    def event_id(self) -> str:  # a uuid5: computed once, though most views name it
-        return event_id(self.event)
+    def __init__(
+        self,
+        position: int,
+        event: Any,
+        type: str,  # the event's class, as `Aggregate.Event`
+        subject: Subject,
+        aggregate_id: str | None = None,
+    ) -> None:
+        self.position = position
+        self.event = event
+        self.type = type
+        self.subject = subject
+        self.aggregate_id: str = str(event.originator_id) if aggregate_id is None else aggregate_id
+        self._event_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"LoggedEvent({self.position}, {self.type}, {self.aggregate_id})"
 
     @property
-    def aggregate_id(self) -> str:
-        return str(self.event.originator_id)
+    def event_id(self) -> str:  # a uuid5: computed once per event, though most views name it
+        found = self._event_id
+        if found is None:
+            found = self._event_id = fast_event_id(self.event)
+        return found
 
     @property
     def timestamp(self) -> datetime:
         value: datetime = self.event.timestamp
         return value
+
+
+def fast_event_id(event: Any) -> str:
+    """`promptrecord.domain.base.event_id` (uuid5 of the aggregate id and version) without
+    building UUID objects: the same string, at about a third of the cost."""
+    name = str(event.originator_version).encode()
+    digest = bytearray(sha1(event.originator_id.bytes + name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class FoldContext(Protocol):
@@ -132,9 +176,11 @@ class ViewInconsistent(LookupError):
     """A view lacks a row an earlier event should have made: it missed or misapplied one."""
 
 
-def require(row: Row | None, what: str) -> Row:
+def require(row: Row | None, what: str, *args: object) -> Row:
+    """The row, or ViewInconsistent naming it: `what % args` (formatted only then)."""
     if row is None:
-        raise ViewInconsistent(f"no {what} row: the view missed an earlier event of it")
+        named = what % args if args else what
+        raise ViewInconsistent(f"no {named} row: the view missed an earlier event of it")
     return row
 
 

@@ -40,6 +40,17 @@ DEPLOYMENT_INTERVALS = Table(
 )
 
 _NO_ROLLOUT: Row = dict.fromkeys(("rollout_id", "baseline", "candidate", "share", "key_by"))
+# The events that open a deployment interval (the match in the fold below names each).
+_OPENS_INTERVAL = frozenset(
+    (
+        "Deployment.Promoted",
+        "Deployment.RolloutCompleted",
+        "Deployment.RolledBack",
+        "Deployment.RolloutStarted",
+        "Deployment.RolloutAdjusted",
+        "Deployment.RolloutAborted",
+    )
+)
 
 
 class DeploymentIntervalsView(View):
@@ -53,11 +64,13 @@ class DeploymentIntervalsView(View):
     tables = (DEPLOYMENT_INTERVALS,)
 
     def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        if logged.type not in _OPENS_INTERVAL:
+            return
         e, s = logged.event, logged.subject
         prefix = (s.workspace, s.prompt, s.environment)
         previous = ctx.latest(DEPLOYMENT_INTERVALS, prefix)
         current = previous if previous is not None and previous["valid_to"] is None else None
-        what = f"open deployment interval of {prefix}"
+        what = "open deployment interval of %s"
         serving: int
         match logged.type:
             case "Deployment.Promoted" | "Deployment.RolloutCompleted":
@@ -67,12 +80,12 @@ class DeploymentIntervalsView(View):
             case "Deployment.RolloutStarted":
                 serving, rollout = e.baseline, rollout_of(e)
             case "Deployment.RolloutAdjusted":
-                current = require(current, what)
-                require(current if current["rollout_id"] else None, f"rollout in {what}")
+                current = require(current, what, prefix)
+                require(current if current["rollout_id"] else None, "rollout in " + what, prefix)
                 serving = current["serving_version"]
                 rollout = {name: current[name] for name in _NO_ROLLOUT} | {"share": e.share}
             case "Deployment.RolloutAborted":
-                serving, rollout = require(current, what)["serving_version"], _NO_ROLLOUT
+                serving, rollout = require(current, what, prefix)["serving_version"], _NO_ROLLOUT
             case _:
                 return
         if current is not None:
@@ -156,7 +169,7 @@ AUDIT_LOG = Table(
         Column("timestamp", TIME, False),
     ),
     key=("position",),
-    indexes=(("workspace", "position"), ("workspace", "prompt", "timestamp")),
+    indexes=(("workspace", "position"), ("workspace", "prompt", "type", "timestamp")),
     unique=(("event_id",),),
 )
 

@@ -26,6 +26,7 @@ CATALOG = Table(
         Column("archived", BOOL, False),
         Column("head_version", INT),
         *cols("created_at updated_at", TIME),
+        Column("revision", INT, False),  # the Prompt aggregate's version: its ETag
     ),
     key=("workspace", "prompt"),
     cached=True,
@@ -52,6 +53,7 @@ class CatalogView(View):
                     "head_version": None,
                     "created_at": at,
                     "updated_at": at,
+                    "revision": e.originator_version,
                 },
             )
             return
@@ -65,8 +67,8 @@ class CatalogView(View):
                 change = {"archived": False}
             case _:
                 return
-        row = require(ctx.get(CATALOG, (s.workspace, s.prompt)), f"catalog {s.prompt!r}")
-        ctx.put(CATALOG, {**row, **change, "updated_at": at})
+        row = require(ctx.get(CATALOG, (s.workspace, s.prompt)), "catalog %r", s.prompt)
+        ctx.put(CATALOG, {**row, **change, "updated_at": at, "revision": e.originator_version})
 
 
 VERSIONS = Table(
@@ -172,12 +174,12 @@ class DeploymentsView(View):
             case "Deployment.RolloutStarted":
                 change = {"rollout": rollout_of(e)}
             case "Deployment.RolloutAdjusted":
-                current = require(ctx.get(DEPLOYMENTS, key), f"deployment {key}")
-                rollout = require(current["rollout"], f"active rollout of {key}")
+                current = require(ctx.get(DEPLOYMENTS, key), "deployment %s", key)
+                rollout = require(current["rollout"], "active rollout of %s", key)
                 change = {"rollout": {**rollout, "share": e.share}}
             case _:
                 return
-        current = require(ctx.get(DEPLOYMENTS, key), f"deployment {key}")
+        current = require(ctx.get(DEPLOYMENTS, key), "deployment %s", key)
         ctx.put(
             DEPLOYMENTS,
             {
@@ -212,6 +214,8 @@ class PinsView(View):
     tables = (PINS,)
 
     def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        if not logged.type.startswith("TenantPin."):
+            return
         s = logged.subject
         key = (s.workspace, s.tenant, s.prompt, s.environment)
         if logged.type == "TenantPin.Pinned":

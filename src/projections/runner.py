@@ -143,6 +143,7 @@ class Projector:
         self.error: BaseException | None = None
         self.resubscriptions = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by `nudge`: poll now rather than at the interval
         self._applied = threading.Condition()
         self._thread: threading.Thread | None = None
         self._backoff = _Backoff()
@@ -180,7 +181,8 @@ class Projector:
                         self._drop(feed, back_off=False)
                         feed = None
                 elif feed is None:
-                    self._stop.wait(self.poll_interval)
+                    self._wake.wait(self.poll_interval)
+                    self._wake.clear()
         except BaseException as error:
             self.error = error
             raise
@@ -301,6 +303,11 @@ class Projector:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def nudge(self) -> None:
+        """Look at the log now: a command in this process just wrote to it."""
+        self._wake.set()
 
     def join(self, timeout: float = 10.0) -> None:
         if self._thread is not None:

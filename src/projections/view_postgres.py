@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +12,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.types.json import Jsonb
 
-from promptrecord.projections.folding import JSON, REAL, TIME, View
+from promptrecord.projections.folding import JSON, REAL, TIME, Row, Table, View, tuple_getter
 from promptrecord.projections.view_rows import Sql, quote
 from promptrecord.projections.view_sql import SqlViewStore
 
@@ -55,6 +55,12 @@ class PostgresViewStore(SqlViewStore, PostgresTrackingRecorder):
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             yield Sql(cursor, "%s")
 
+    @contextmanager
+    def _consistent_read(self) -> Iterator[Sql]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield Sql(cursor, "%s")
+
     def _lock_position(self, sql: Sql) -> int:
         rows = sql.rows(
             f"SELECT notification_id FROM {self._tracking} WHERE application_name = ? FOR UPDATE",
@@ -77,6 +83,11 @@ class PostgresViewStore(SqlViewStore, PostgresTrackingRecorder):
     def _track(self, sql: Sql, position: int) -> None:
         self._insert_tracking(sql.raw, Tracking(self.application_name, position))
 
+    def _analyse(self, sql: Sql, tables: Sequence[Table]) -> None:
+        # Autovacuum may be off, or far behind a rebuild of a million events.
+        for table in tables:
+            sql.run(f"ANALYZE {self._qualified(table.full_name)}")
+
     def _serialise_ddl(self, sql: Sql) -> None:
         # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog.
         sql.run("SELECT pg_advisory_xact_lock(hashtext(?))", ["promptrecord_view:" + self._schema])
@@ -91,14 +102,42 @@ class PostgresViewStore(SqlViewStore, PostgresTrackingRecorder):
     def _column_type(self, type_name: str) -> str:
         return _TYPES[type_name]
 
+    def _value_encoder(self, type_name: str) -> Callable[[Any], Any] | None:
+        if type_name == JSON:
+            return Jsonb
+        if type_name == TIME:
+            return _aware
+        return None
+
+    def _insert_rows(self, sql: Sql, table: Table, rows: Sequence[Row]) -> None:
+        # COPY in binary: one statement streaming every row, instead of one per row.
+        if not rows:
+            return
+        columns = table.column_names
+        statement = (
+            f"COPY {self._qualified(table.full_name)} ({', '.join(quote(c) for c in columns)}) "
+            "FROM STDIN (FORMAT BINARY)"
+        )
+        values_of = tuple_getter(columns)
+        times = [i for i, column in enumerate(table.columns) if column.type == TIME]
+        with sql.raw.copy(statement) as copy:
+            copy.set_types([_TYPES[column.type] for column in table.columns])
+            write = copy.write_row
+            for row in rows:
+                values = values_of(row)
+                for index in times:
+                    moment = values[index]
+                    if moment is not None:
+                        _aware(moment)
+                write(values)
+
     def _encode(self, type_name: str, value: Any) -> Any:
         if value is None:
             return None
         if type_name == JSON:
             return Jsonb(value)
-        if type_name == TIME and value.tzinfo is None:
-            msg = f"time {value.isoformat()} has no timezone; give one, e.g. 2026-03-14T09:00:00Z"
-            raise ValueError(msg)
+        if type_name == TIME:
+            return _aware(value)
         return value
 
     def _decode(self, type_name: str, value: Any) -> Any:
@@ -114,3 +153,10 @@ class PostgresViewStore(SqlViewStore, PostgresTrackingRecorder):
     def is_transient(self, error: BaseException) -> bool:
         transient = (OperationalError, InterfaceError, psycopg.OperationalError)
         return isinstance(error, (*transient, psycopg.InterfaceError))
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        msg = f"time {value.isoformat()} has no timezone; give one, e.g. 2026-03-14T09:00:00Z"
+        raise ValueError(msg)
+    return value

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from promptrecord.projections.folding import TIME, Row, Table
+from promptrecord.projections.folding_admin import (
+    API_KEYS,
+    DEPLOYMENT_DETAILS,
+    PROMOTION_REQUESTS,
+    WORKSPACES,
+)
 from promptrecord.projections.folding_history import AUDIT_LOG, DEPLOYMENT_INTERVALS, PIN_INTERVALS
 from promptrecord.projections.folding_state import CATALOG, DEPLOYMENTS, PINS, VERSIONS
 from promptrecord.projections.views import (
+    ApiKeyEntry,
     AuditEntry,
     CatalogEntry,
     CurrentDeployment,
     CurrentPin,
+    DeploymentDetail,
     DeploymentInterval,
     PinInterval,
+    PromotionRequestEntry,
     RolloutSplit,
     VersionEntry,
+    ViewSnapshot,
     ViewStore,
+    WorkspaceEntry,
 )
 
 if TYPE_CHECKING:
@@ -62,10 +73,29 @@ class ViewQueries(ViewStore):
     def _query(
         self, table: Table, where: list[str], params: list[Any], tail: str = ""
     ) -> list[Row]:
+        if any(isinstance(p, str) and "\x00" in p for p in params):
+            return []  # no stored name holds a NUL (PostgreSQL text cannot): nothing matches
         statement = self._select_sql(table, " AND ".join(where)) + tail
         with self._read() as sql:
             found = sql.rows(statement, [self._param(p) for p in params])
         return [self._decode_row(table, row) for row in found]
+
+    def select(self, statement: str, params: Sequence[Any], types: Mapping[str, str]) -> list[Row]:
+        """The rows of one read statement written with `?` placeholders and table names from
+        `table_name`; each column named in `types` decoded as that logical type."""
+        with self._read() as sql:
+            found = sql.rows(statement, [self._param(p) for p in params])
+        return [
+            {
+                name: self._decode(types[name], value) if name in types else value
+                for name, value in row.items()
+            }
+            for row in found
+        ]
+
+    def table_name(self, table: Table) -> str:
+        """`table`'s quoted name, as a statement for `select` writes it."""
+        return self._qualified(table.full_name)
 
     @staticmethod
     def _match(where: list[str], params: list[Any], **columns: Any) -> None:
@@ -219,6 +249,72 @@ class ViewQueries(ViewStore):
     def audit_event(self, event_id: str) -> AuditEntry | None:
         rows = self._query(AUDIT_LOG, ['"event_id" = ?'], [event_id])
         return AuditEntry(**rows[0]) if rows else None
+
+    # --- the workspace's own reads -------------------------------------------------------------
+
+    def workspace(self, slug: str) -> WorkspaceEntry | None:
+        rows = self._query(WORKSPACES, ['"slug" = ?'], [slug])
+        return WorkspaceEntry(**rows[0]) if rows else None
+
+    def api_keys(self, workspace: str, limit: int = 100, after: int = 0) -> list[ApiKeyEntry]:
+        rows = self._query(
+            API_KEYS,
+            ['"workspace" = ?', '"number" > ?'],
+            [workspace, after, limit],
+            ' ORDER BY "number" LIMIT ?',
+        )
+        return [ApiKeyEntry(**row) for row in rows]
+
+    def deployment_detail(
+        self, workspace: str, prompt: str, environment: str
+    ) -> DeploymentDetail | None:
+        rows = self._query(
+            DEPLOYMENT_DETAILS,
+            ['"workspace" = ?', '"prompt" = ?', '"environment" = ?'],
+            [workspace, prompt, environment],
+        )
+        return DeploymentDetail(**rows[0]) if rows else None
+
+    def promotion_requests(
+        self, workspace: str, prompt: str, environment: str, limit: int = 100, after: int = 0
+    ) -> list[PromotionRequestEntry]:
+        rows = self._query(
+            PROMOTION_REQUESTS,
+            ['"workspace" = ?', '"prompt" = ?', '"environment" = ?', '"number" > ?'],
+            [workspace, prompt, environment, after, limit],
+            ' ORDER BY "number" LIMIT ?',
+        )
+        return [PromotionRequestEntry(**row) for row in rows]
+
+    @property
+    @abstractmethod
+    def _tracking(self) -> str:
+        """The quoted name of the tracking table."""
+
+    @abstractmethod
+    def _consistent_read(self) -> AbstractContextManager[Sql]:
+        """A read-only transaction that sees one snapshot of the database throughout."""
+
+    @contextmanager
+    def snapshot(self) -> Iterator[ViewSnapshot]:
+        with self._consistent_read() as sql:
+            yield _Snapshot(self, sql)
+
+
+class _Snapshot(ViewSnapshot):
+    def __init__(self, store: ViewQueries, sql: Sql) -> None:
+        self.store, self.sql = store, sql
+
+    def position(self) -> int:
+        rows = self.sql.rows(
+            f"SELECT notification_id FROM {self.store._tracking} WHERE application_name = ?",
+            [self.store.application_name],
+        )
+        return int(rows[0]["notification_id"]) if rows else 0
+
+    def rows(self, table: Table) -> list[Row]:
+        found = self.sql.rows(self.store._select_sql(table, "1 = 1"))
+        return [self.store._decode_row(table, row) for row in found]
 
 
 def _split(rollout: dict[str, Any] | None) -> RolloutSplit | None:

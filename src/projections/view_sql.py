@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from promptrecord.projections.folding import (
     View,
     ViewInconsistent,
     subject_from_created,
+    tuple_getter,
 )
 from promptrecord.projections.view_queries import ViewQueries
 from promptrecord.projections.view_rows import RowBuffer, Sql, ViewWriteError, quote
@@ -51,6 +53,11 @@ class _AlreadyTracked(Exception):
 
 SUBJECTS_VIEW = "subjects"  # the aggregate id -> business key map, rebuilt with every view
 REBUILD_PAGE = 1000
+# A rebuild writes its rows once this many are buffered (and at the end): rows changed again
+# within the span are written once, and rows new to the fresh tables go in with bulk inserts.
+REBUILD_FLUSH_ROWS = 20_000
+
+RowEncoder = Callable[[Row], Sequence[Any]]
 
 
 class SqlViewStore(ViewQueries):
@@ -71,6 +78,8 @@ class SqlViewStore(ViewQueries):
         self.outdated = ()
         # Created events never change, so what they say is cached for the life of the store.
         self._subjects: dict[str, Subject] = {}
+        self._encoders: dict[Table, RowEncoder] = {}
+        self._event_types: dict[type, tuple[str, bool, bool]] = {}
 
     # --- what each backend provides --------------------------------------------------------
 
@@ -96,19 +105,76 @@ class SqlViewStore(ViewQueries):
     @abstractmethod
     def _column_type(self, type_name: str) -> str: ...
 
+    def _value_encoder(self, type_name: str) -> Callable[[Any], Any] | None:
+        """How to encode a non-NULL value of the type as a parameter; None: as it is."""
+        encode = self._encode
+
+        def encoder(value: Any) -> Any:
+            return encode(type_name, value)
+
+        return encoder
+
+    def _insert_rows(self, sql: Sql, table: Table, rows: Sequence[Row]) -> None:
+        """Insert rows whose keys are not in the table (which has no other unique index that
+        they could collide on but by a view's mistake). Backends may override this with a
+        bulk load."""
+        if rows:
+            columns = table.column_names
+            statement = (
+                f"INSERT INTO {self._qualified(table.full_name)} "
+                f"({', '.join(quote(c) for c in columns)}) "
+                f"VALUES ({', '.join('?' for _ in columns)})"
+            )
+            encode = self._row_encoder(table)
+            sql.many(statement, [encode(row) for row in rows])
+
+    def _row_encoder(self, table: Table) -> RowEncoder:
+        """A row's parameters in column order, encoded for the backend."""
+        found = self._encoders.get(table)
+        if found is None:
+            found = self._encoders[table] = self._make_row_encoder(table)
+        return found
+
+    def _make_row_encoder(self, table: Table) -> RowEncoder:
+        values_of = tuple_getter(table.column_names)
+        steps = [
+            (index, encoder)
+            for index, column in enumerate(table.columns)
+            if (encoder := self._value_encoder(column.type)) is not None
+        ]
+        if not steps:
+            return values_of
+
+        def encode(row: Row) -> Sequence[Any]:
+            values = list(values_of(row))
+            for index, encoder in steps:
+                value = values[index]
+                if value is not None:
+                    values[index] = encoder(value)
+            return values
+
+        return encode
+
     def _serialise_ddl(self, sql: Sql) -> None:
         """Keep two processes from creating the same tables at once (where that can fail)."""
 
     # --- tables ------------------------------------------------------------------------------
 
     def _ddl(self, table: Table) -> list[str]:
+        return [self._table_ddl(table), *self._index_ddl(table)]
+
+    def _table_ddl(self, table: Table) -> str:
         name = self._qualified(table.full_name)
         columns = ", ".join(
             f"{quote(c.name)} {self._column_type(c.type)}{'' if c.nullable else ' NOT NULL'}"
             for c in table.columns
         )
         keys = ", ".join(quote(k) for k in table.key)
-        statements = [f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({keys}))"]
+        return f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({keys}))"
+
+    def _index_ddl(self, table: Table) -> list[str]:
+        name = self._qualified(table.full_name)
+        statements: list[str] = []
         for kind, groups in (("", table.indexes), ("UNIQUE ", table.unique)):
             for number, group in enumerate(groups):
                 suffix = ("_ux" if kind else "_ix") + str(number)
@@ -197,36 +263,35 @@ class SqlViewStore(ViewQueries):
                 f"ON CONFLICT ({', '.join(quote(k) for k in table.key)}) DO UPDATE SET "
                 + ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in updates)
             )
-            types = [c.type for c in table.columns]
-            sql.many(
-                statement,
-                [
-                    [self._encode(t, row[c]) for t, c in zip(types, columns, strict=True)]
-                    for row in rows
-                ],
-            )
+            encode = self._row_encoder(table)
+            sql.many(statement, [encode(row) for row in rows])
 
     # --- folding ---------------------------------------------------------------------------
 
     def _fold(
         self, buffer: RowBuffer, events: LogPage, views: Sequence[View], write_subjects: bool
     ) -> None:
+        subjects = self._subjects
+        event_types = self._event_types
         for position, event in events:
-            type_name = type(event).__qualname__
-            if type_name.split(".", 1)[0] not in KNOWN_AGGREGATES:
+            kind = event_types.get(type(event))
+            if kind is None:
+                kind = event_types[type(event)] = _event_type(type(event))
+            type_name, known, created = kind
+            if not known:
                 continue
             aggregate_id = str(event.originator_id)
-            subject = subject_from_created(type_name, event)
+            subject = subject_from_created(type_name, event) if created else None
             if subject is not None:
-                self._subjects[aggregate_id] = subject
+                subjects[aggregate_id] = subject
                 if write_subjects:
                     buffer.put(SUBJECTS, {"aggregate_id": aggregate_id, **vars(subject)})
             else:
-                subject = buffer.subject(aggregate_id)
+                subject = subjects.get(aggregate_id) or buffer.subject(aggregate_id)
             if subject is None:
                 missing = ViewInconsistent("no Created event of this aggregate was applied")
                 raise ViewError(SUBJECTS_VIEW, position, type_name, aggregate_id, missing)
-            logged = LoggedEvent(position, event, type_name, subject)
+            logged = LoggedEvent(position, event, type_name, subject, aggregate_id)
             for view in views:
                 try:
                     view.fold(logged, buffer)
@@ -320,22 +385,33 @@ class SqlViewStore(ViewQueries):
         started, count, position = time.perf_counter(), 0, 0
         # One transaction: a failed rebuild leaves the old views, and the tracking row lock
         # holds any projector back until the views are whole again.
-        with self._write() as sql:
+        with _cycles_collected_after(), self._write() as sql:
             tracked = self._lock_position(sql)
             for table in tables:
                 sql.run(f"DROP TABLE IF EXISTS {self._qualified(table.full_name)}")
-                for statement in self._ddl(table):
-                    sql.run(statement)
+                sql.run(self._table_ddl(table))
             buffer = RowBuffer(self, sql, fresh=frozenset(t.name for t in tables))
             # One view alone is refolded up to where the others are; all views read on to
             # the end of the log, and the tracking row moves with them.
             stop = None if everything else tracked
             for page in _pages(read_events, stop):
                 self._fold(buffer, page, chosen, write_subjects=everything)
-                buffer.flush()
+                if buffer.pending() >= REBUILD_FLUSH_ROWS:
+                    buffer.flush()
                 count, position = count + len(page), page[-1][0]
                 if progress is not None:
                     progress(count, position)
+            buffer.flush()
+            # Indexes built once over the loaded rows, rather than row by row as they went in.
+            for table in tables:
+                try:
+                    for statement in self._index_ddl(table):
+                        sql.run(statement)
+                except Exception as error:
+                    if self.is_transient(error):
+                        raise
+                    raise ViewWriteError(table, error) from error
+            self._analyse(sql, tables)
             if everything:
                 self._set_position(sql, position)
             self._write_meta(sql, rebuilt)
@@ -343,6 +419,10 @@ class SqlViewStore(ViewQueries):
         seconds = time.perf_counter() - started
         reached = position if everything else tracked
         return RebuildReport(tuple(v.name for v in chosen), count, reached, seconds)
+
+    def _analyse(self, sql: Sql, tables: Sequence[Table]) -> None:
+        """Gather the planner's statistics of freshly loaded tables (where the backend has
+        them), so the first queries after a rebuild do not plan on default estimates."""
 
     def dump(self, name: str) -> list[Row]:
         tables = self._view_tables().get(name)
@@ -366,6 +446,26 @@ def _pages(read_events: ReadEvents, stop: int | None) -> Iterator[LogPage]:
         if len(within) < REBUILD_PAGE:
             return
         position = within[-1][0]
+
+
+@contextmanager
+def _cycles_collected_after() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a rebuild folds: the rows it buffers make
+    every collection walk tens of thousands of live objects, and folding makes few cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _event_type(cls: type) -> tuple[str, bool, bool]:
+    """An event class's name, whether the views know its aggregate, whether it creates one."""
+    name = cls.__qualname__
+    aggregate, _, event = name.partition(".")
+    return name, aggregate in KNOWN_AGGREGATES, event == "Created"
 
 
 def _now() -> datetime:

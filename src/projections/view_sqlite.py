@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,13 @@ def encode_time(value: datetime) -> str:
     if value.tzinfo is None:
         msg = f"time {value.isoformat()} has no timezone; give one, e.g. 2026-03-14T09:00:00Z"
         raise ValueError(msg)
-    return value.astimezone(UTC).strftime(_TIME_FORMAT)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # The same text as strftime(_TIME_FORMAT) (years 1000 on), in half the time.
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class SQLiteViewStore(SqlViewStore, SQLiteTrackingRecorder):
@@ -72,6 +78,13 @@ class SQLiteViewStore(SqlViewStore, SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=False) as cursor:
             yield Sql(cursor)
 
+    def _consistent_read(self) -> AbstractContextManager[Sql]:
+        return self._read()  # one SQLite transaction reads one snapshot of the file
+
+    @property
+    def _tracking(self) -> str:
+        return quote(TRACKING_TABLE)
+
     def _lock_position(self, sql: Sql) -> int:
         # A write first, so the transaction holds the file's write lock before it reads
         # the position: no other writer can move it until this transaction ends.
@@ -108,11 +121,20 @@ class SQLiteViewStore(SqlViewStore, SQLiteTrackingRecorder):
     def _column_type(self, type_name: str) -> str:
         return _TYPES[type_name]
 
+    def _value_encoder(self, type_name: str) -> Callable[[Any], Any] | None:
+        if type_name == JSON:
+            return _encode_json
+        if type_name == TIME:
+            return encode_time
+        if type_name == BOOL:
+            return int
+        return None
+
     def _encode(self, type_name: str, value: Any) -> Any:
         if value is None:
             return None
         if type_name == JSON:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            return _encode_json(value)
         if type_name == TIME:
             return encode_time(value)
         if type_name == BOOL:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import TrackingRecorder
 
-from promptrecord.projections.folding import View
+from promptrecord.projections.folding import Table, View
+from promptrecord.projections.folding_admin import (
+    ApiKeysView,
+    DeploymentDetailsView,
+    PromotionRequestsView,
+    WorkspacesView,
+)
 from promptrecord.projections.folding_history import (
     AuditLogView,
     DeploymentIntervalsView,
@@ -28,19 +35,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VIEW_NAMES",
+    "ApiKeyEntry",
     "AuditEntry",
     "CatalogEntry",
     "CurrentDeployment",
     "CurrentPin",
+    "DeploymentDetail",
     "DeploymentInterval",
     "PinInterval",
     "PositionMoved",
+    "PromotionRequestEntry",
     "RebuildReport",
     "RolloutSplit",
     "VersionEntry",
     "ViewError",
+    "ViewSnapshot",
     "ViewStore",
     "ViewsOutdated",
+    "WorkspaceEntry",
     "default_views",
     "open_view_store",
 ]
@@ -56,6 +68,10 @@ def default_views() -> tuple[View, ...]:
         DeploymentIntervalsView(),
         PinIntervalsView(),
         AuditLogView(),
+        WorkspacesView(),
+        ApiKeysView(),
+        DeploymentDetailsView(),
+        PromotionRequestsView(),
     )
 
 
@@ -85,6 +101,7 @@ class CatalogEntry:
     head_version: int | None
     created_at: datetime
     updated_at: datetime
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -181,6 +198,68 @@ class AuditEntry:
     on_behalf_of: str | None
     reason: str | None
     timestamp: datetime
+
+
+@dataclass(frozen=True)
+class WorkspaceEntry:
+    slug: str
+    name: str
+    environments: list[str]
+    policies: dict[str, dict[str, Any]]  # only the environments whose policy was set
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKeyEntry:
+    workspace: str
+    key_id: str
+    number: int
+    name: str
+    role: str
+    secret_hash: str
+    environments: list[str] | None
+    prompt_patterns: list[str] | None
+    revoked: bool
+    issued_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeploymentDetail:
+    workspace: str
+    prompt: str
+    environment: str
+    stack: list[int]
+    ever_served: list[int]
+    rollout: dict[str, Any] | None  # the split, with the event_id of its last change
+    rollout_started_at: datetime | None
+    serving_event_id: str | None
+    revision: int
+    updated_at: datetime
+
+    @property
+    def serving(self) -> int | None:
+        return self.stack[-1] if self.stack else None
+
+
+@dataclass(frozen=True)
+class PromotionRequestEntry:
+    workspace: str
+    prompt: str
+    environment: str
+    request_id: str
+    number: int
+    version: int
+    mode: str
+    rollout: dict[str, Any] | None
+    required_approvals: int
+    reason: str
+    requester: dict[str, Any]
+    approvals: list[dict[str, Any]]
+    status: str
+    requested_at: datetime
 
 
 @dataclass(frozen=True)
@@ -361,6 +440,41 @@ class ViewStore(TrackingRecorder, ABC):
 
     @abstractmethod
     def audit_event(self, event_id: str) -> AuditEntry | None: ...
+
+    # --- the workspace's own reads -------------------------------------------------------
+
+    @abstractmethod
+    def workspace(self, slug: str) -> WorkspaceEntry | None: ...
+
+    @abstractmethod
+    def api_keys(self, workspace: str, limit: int = 100, after: int = 0) -> list[ApiKeyEntry]:
+        """Keys in order of issue, after issue number `after`."""
+
+    @abstractmethod
+    def deployment_detail(
+        self, workspace: str, prompt: str, environment: str
+    ) -> DeploymentDetail | None: ...
+
+    @abstractmethod
+    def promotion_requests(
+        self, workspace: str, prompt: str, environment: str, limit: int = 100, after: int = 0
+    ) -> list[PromotionRequestEntry]:
+        """Requests in the order they were made, after request number `after`."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[ViewSnapshot]:
+        """Every view as of one position, read in one consistent transaction."""
+
+
+class ViewSnapshot(ABC):
+    """Whole tables of the views as one transaction sees them, and the position they hold."""
+
+    @abstractmethod
+    def position(self) -> int: ...
+
+    @abstractmethod
+    def rows(self, table: Table) -> list[dict[str, Any]]:
+        """Every row of `table`, decoded."""
 
 
 def open_view_store(app: PromptRecord, views: Sequence[View] | None = None) -> ViewStore:

@@ -144,10 +144,11 @@ def serve() -> Callable[[FastAPI], AbstractContextManager[str]]:
 @pytest.fixture
 def api(backend: Settings) -> Iterator[Api]:
     """Workspace `acme` with its bootstrap admin key, served over real HTTP."""
-    services = Services.open(backend)
+    # The views kept in the server process, as `serve` does on SQLite, on both backends.
+    services = Services.open(backend.model_copy(update={"embedded_projector": True}))
     try:
-        _, admin_token = services.app.create_workspace("acme")
-        services.live.catch_up()  # start every test from a settled live state
+        created, admin_token = services.app.create_workspace("acme")
+        services.read_own_write(created.position)  # start every test from settled state
         with serving(create_app(services=services)) as base_url:
             api = Api(services, base_url, admin_token)
             try:

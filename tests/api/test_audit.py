@@ -99,7 +99,7 @@ def test_the_answer_names_version_reason_and_causing_events(audited: Audited) ->
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["version"] == 2 and answer["reason"] == "pinned"
-    assert answer["at"] == at(5) and answer["method"] == "replay"
+    assert answer["at"] == at(5) and answer["method"] == "views"
     assert answer["pin_expires_at"] == at(12) and answer["content_hash"].startswith("sha256:")
     [event] = answer["events"]
     assert event["type"] == "TenantPin.Pinned" and event["id"] == answer["cause_event_id"]
@@ -133,7 +133,7 @@ def test_intervals_as_json_and_csv(audited: Audited) -> None:
     response = audited.viewer.get(f"{BASE}/intervals", params=window)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert (body["from"], body["to"], body["method"]) == (at(0), at(30), "replay")
+    assert (body["from"], body["to"], body["method"]) == (at(0), at(30), "views")
     shape = [
         (i["valid_from"], i["valid_to"], i["version"], i["reason"], i["refusal"])
         for i in body["intervals"]

@@ -57,7 +57,7 @@ def test_answers_default_to_views_and_equal_replay(api: Api) -> None:
     app = api.services.app
     history(app, "acme")
     api.services.live.catch_up()
-    catch_up(api.services.views(), app)
+    catch_up(api.services.view_store, app)
     start = (datetime.now(UTC) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
     for tenant in ("tenant-1", "tenant-2", "tenant-3"):
         path = BASE.format(tenant=tenant)
@@ -74,8 +74,12 @@ def test_answers_default_to_views_and_equal_replay(api: Api) -> None:
 
 def test_views_behind_the_live_state_answer_by_replay(api: Api) -> None:
     app = api.services.app
+    projector = api.services.projector
+    assert projector is not None
+    projector.stop()  # as if `promptrecord projector` had stopped
+    projector.join()
     history(app, "acme")
-    catch_up(api.services.views(), app)
+    catch_up(api.services.view_store, app)
     app.unpin("acme", "tenant-1", "bot", "production", ALICE)  # the views never see this
     api.services.live.catch_up()
     response = api.admin.get(BASE.format(tenant="tenant-1"), params={"at": now()})

@@ -234,10 +234,13 @@ def test_a_killed_listen_connection_does_not_silence_the_projector(
     postgres_settings: Settings,
 ) -> None:
     apps = Apps(postgres_settings)
+    # Other processes on this database may LISTEN too (API processes' live state): only the
+    # connections that appear with this projector are its own.
+    others = set(listeners(postgres_settings))
     try:
         projector = apps.projector(apps.store(), poll_interval=0.3)
         assert projector.wait(seed(apps.writer), timeout=10)
-        first = eventually(lambda: listeners(postgres_settings))
+        first = eventually(lambda: set(listeners(postgres_settings)) - others)
         with psycopg.connect(postgres_settings.database_url, autocommit=True) as conn:
             for pid in first:
                 conn.execute("SELECT pg_terminate_backend(%s)", [pid])
@@ -245,12 +248,12 @@ def test_a_killed_listen_connection_does_not_silence_the_projector(
         assert projector.wait(result.position or 0, timeout=10)
         assert apps.store().deployments(WS)[0].serving_version == 2
         # It subscribed again on a new connection.
-        second = eventually(lambda: set(listeners(postgres_settings)) - set(first))
+        second = eventually(lambda: set(listeners(postgres_settings)) - others - first)
         # Killed while idle, the lost connection alone makes it subscribe again.
         with psycopg.connect(postgres_settings.database_url, autocommit=True) as conn:
             for pid in second:
                 conn.execute("SELECT pg_terminate_backend(%s)", [pid])
-        eventually(lambda: set(listeners(postgres_settings)) - set(first) - second)
+        eventually(lambda: set(listeners(postgres_settings)) - others - first - second)
         assert projector.resubscriptions >= 3
         result = apps.writer.promote(WS, BOT, "staging", 1, ACTOR)
         assert projector.wait(result.position or 0, timeout=10)

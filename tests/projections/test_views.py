@@ -157,7 +157,7 @@ def test_scripted_history_folds_into_exact_rows(
     assert store.position() == events[-1][0]
 
     assert store.catalog(WS) == [
-        CatalogEntry(WS, BOT, "Support bot", "", True, 3, START, at(16)),
+        CatalogEntry(WS, BOT, "Support bot", "", True, 3, START, at(16), revision=5),
     ]
 
     versions = store.versions(WS, BOT)
@@ -350,7 +350,8 @@ def test_rebuild_equals_the_views_applied_in_batches(
     events = log(app)
     apply_in_batches(store, events, batch)
     applied = dump_all(store)
-    assert all(applied[name] for name in VIEW_NAMES)
+    # every view has rows (the script makes no promotion request: test_live_seed's does)
+    assert all(applied[name] for name in VIEW_NAMES if name != "promotion_requests")
 
     report = store.rebuild(app.read_events)
     assert report.views == VIEW_NAMES

@@ -243,7 +243,7 @@ def audit_source(services: Services, method: str) -> AuditSource:
     if method == "replay":
         return ReplayAudit(services.app)
     if method == "views":
-        views = services.views()
+        views = services.view_store
         if _views_caught_up(views, services.live.position):
             return ViewAudit(views, services.app)
         return ReplayAudit(services.app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
 
@@ -16,9 +17,11 @@ from promptrecord.api.deps import (
     PromptName,
     ServicesDep,
     Viewer,
+    Views,
 )
 from promptrecord.api.pagination import Page, Paging
 from promptrecord.api.problems import problem_responses
+from promptrecord.api.reads import promotion_request_out, require_environment, require_prompt
 from promptrecord.api.schemas import (
     DeploymentOutcome,
     PromotionRequestOut,
@@ -29,8 +32,6 @@ from promptrecord.api.schemas import (
 )
 from promptrecord.api.services import Services
 from promptrecord.domain.application import CommandResult
-from promptrecord.domain.deployment import Deployment
-from promptrecord.domain.resolution import ResolutionState
 
 router = APIRouter(
     prefix="/v1/prompts/{name}/environments",
@@ -98,41 +99,25 @@ class DeploymentOut(EnvironmentServing):
     revision: int | None = Field(description="Null while nothing was ever deployed here")
 
 
-def _rollout_state(deployment: Deployment) -> RolloutState | None:
-    rollout = deployment.rollout
-    return None if rollout is None else RolloutState(**rollout)
-
-
 @router.get("", response_model=Page[EnvironmentServing], summary="What serves in each environment")
-async def list_environments(
-    caller: Viewer, name: PromptName, services: ServicesDep, paging: Paging
+def list_environments(
+    caller: Viewer, name: PromptName, views: Views, paging: Paging
 ) -> Page[EnvironmentServing]:
-    def collect(state: ResolutionState) -> list[tuple[int, EnvironmentServing]] | None:
-        if (caller.workspace, name) not in state.prompts:
-            return None
-        workspace = state.workspaces[caller.workspace]
-        rows = []
-        for index, env in enumerate(workspace.environments):
-            if not caller.may_see_environment(env):
-                continue
-            deployment = state.deployments.get((caller.workspace, name, env))
-            rollout = None if deployment is None else deployment.rollout
-            rows.append(
-                (
-                    index,
-                    EnvironmentServing(
-                        environment=env,
-                        serving=None if deployment is None else deployment.serving,
-                        rollout=None if rollout is None else RolloutOut.of(rollout),
-                    ),
-                )
-            )
-        return rows
-
-    rows = services.live.read(collect)
-    if rows is None:
-        services.app.prompt(caller.workspace, name)  # raises the domain's NotFound
-        rows = []
+    require_prompt(views, caller.workspace, name)
+    ws = views.workspace(caller.workspace)
+    current = {d.environment: d for d in views.deployments(caller.workspace, name)}
+    rows = []
+    for index, env in enumerate(ws.environments if ws is not None else []):
+        if not caller.may_see_environment(env):
+            continue
+        deployment = current.get(env)
+        split = None if deployment is None else deployment.rollout
+        serving = EnvironmentServing(
+            environment=env,
+            serving=None if deployment is None else deployment.serving_version,
+            rollout=None if split is None else RolloutOut(**asdict(split)),
+        )
+        rows.append((index, serving))
     chosen, cursor = paging.slice(rows, lambda row: row[0])
     return Page[EnvironmentServing](items=[row for _, row in chosen], next_cursor=cursor)
 
@@ -142,13 +127,13 @@ def get_deployment(
     caller: Viewer,
     name: PromptName,
     environment: EnvironmentName,
-    services: ServicesDep,
+    views: Views,
     response: Response,
 ) -> DeploymentOut:
-    services.app.workspace(caller.workspace).require_environment(environment)
-    services.app.prompt(caller.workspace, name)
-    deployment = services.app.deployment(caller.workspace, name, environment)
-    if deployment is None:
+    require_environment(views, caller.workspace, environment)
+    require_prompt(views, caller.workspace, name)
+    detail = views.deployment_detail(caller.workspace, name, environment)
+    if detail is None:
         return DeploymentOut(
             environment=environment,
             serving=None,
@@ -157,16 +142,23 @@ def get_deployment(
             past_requests=[],
             revision=None,
         )
-    response.headers["ETag"] = etag(deployment.version)
-    requests = [PromotionRequestOut.of(request) for request in deployment.requests.values()]
+    response.headers["ETag"] = etag(detail.revision)
+    requests = [
+        promotion_request_out(r)
+        for r in views.promotion_requests(caller.workspace, name, environment, limit=10_000)
+    ]
+    rollout = None
+    if detail.rollout is not None:
+        split = {k: v for k, v in detail.rollout.items() if k != "event_id"}
+        rollout = RolloutState(**split, started_at=detail.rollout_started_at)
     return DeploymentOut(
         environment=environment,
-        serving=deployment.serving,
-        rollout=_rollout_state(deployment),
-        stack=list(deployment.stack),
+        serving=detail.serving,
+        rollout=rollout,
+        stack=list(detail.stack),
         pending_requests=[r for r in requests if r.status == "pending"],
         past_requests=[r for r in requests if r.status != "pending"],
-        revision=deployment.version,
+        revision=detail.revision,
     )
 
 

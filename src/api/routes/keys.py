@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptrecord.api.commands import settle
-from promptrecord.api.deps import Admin, Caller, ExpectedRevision, ServicesDep
+from promptrecord.api.deps import Admin, Caller, ExpectedRevision, ServicesDep, Views
 from promptrecord.api.pagination import Page, Paging
 from promptrecord.api.problems import problem_responses
 from promptrecord.api.schemas import CommandResponse, RequestBody, RequiredReasonBody, Text
@@ -146,21 +146,20 @@ def issue_key(body: KeyIn, services: ServicesDep, caller: Admin, response: Respo
 
 
 @router.get("", response_model=Page[KeyOut], summary="List the workspace's keys (never secrets)")
-def list_keys(services: ServicesDep, caller: Admin, paging: Paging) -> Page[KeyOut]:
-    ws = services.app.workspace(caller.workspace)
+def list_keys(views: Views, caller: Admin, paging: Paging) -> Page[KeyOut]:
     # Keys are never removed, so the order of issue is a stable index to page by.
-    indexed = list(enumerate(ws.keys.values()))
-    chosen, cursor = paging.slice(indexed, lambda item: item[0])
+    fetched = views.api_keys(caller.workspace, paging.limit + 1, paging.after_number())
+    chosen, cursor = paging.page(fetched, lambda key: key.number)
     items = [
         KeyOut(
-            key_id=key["key_id"],
-            name=key["name"],
-            role=key["role"],
-            environments=key["environments"],
-            prompt_patterns=key["prompt_patterns"],
-            revoked=key["revoked"],
+            key_id=key.key_id,
+            name=key.name,
+            role=key.role,
+            environments=key.environments,
+            prompt_patterns=key.prompt_patterns,
+            revoked=key.revoked,
         )
-        for _, key in chosen
+        for key in chosen
     ]
     return Page[KeyOut](items=items, next_cursor=cursor)
 

@@ -9,12 +9,11 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptrecord.api.commands import settle
-from promptrecord.api.deps import Caller, Deployer, ExpectedRevision, ServicesDep, Viewer
+from promptrecord.api.deps import Deployer, ExpectedRevision, ServicesDep, Viewer, Views
 from promptrecord.api.pagination import Page, Paging
 from promptrecord.api.problems import problem_responses
 from promptrecord.api.schemas import CommandResponse, ReasonBody, Text
 from promptrecord.domain.policy import MAX_PIN_TTL_SECONDS
-from promptrecord.domain.resolution import ResolutionState
 
 router = APIRouter(
     prefix="/v1/tenants/{tenant}/pins",
@@ -140,32 +139,23 @@ def pin(
     )
 
 
-def _pins_of(state: ResolutionState, caller: Caller, tenant: str, now: datetime) -> list[PinOut]:
+@router.get("", response_model=Page[PinOut], summary="The tenant's pins, expired ones included")
+def list_pins(caller: Viewer, tenant: Tenant, views: Views, paging: Paging) -> Page[PinOut]:
+    now = datetime.now(UTC)
     pins = [
         PinOut(
             tenant=tenant,
-            prompt=prompt,
-            environment=environment,
-            version=view.version,
-            expires_at=view.expires_at,
-            active=now < view.expires_at,
-            cause_event_id=view.event_id,
+            prompt=pin.prompt,
+            environment=pin.environment,
+            version=pin.version,
+            expires_at=pin.expires_at,
+            active=now < pin.expires_at,
+            cause_event_id=pin.event_id,
         )
-        for (ws, pinned, prompt, environment), view in state.pins.items()
-        if ws == caller.workspace
-        and pinned == tenant
-        and caller.may_see_prompt(prompt)
-        and caller.may_see_environment(environment)
+        for pin in views.pins(caller.workspace, tenant)
+        if caller.may_see_prompt(pin.prompt) and caller.may_see_environment(pin.environment)
     ]
-    return sorted(pins, key=lambda pin: (pin.prompt, pin.environment))
-
-
-@router.get("", response_model=Page[PinOut], summary="The tenant's pins, expired ones included")
-async def list_pins(
-    caller: Viewer, tenant: Tenant, services: ServicesDep, paging: Paging
-) -> Page[PinOut]:
-    now = datetime.now(UTC)
-    pins = services.live.read(lambda state: _pins_of(state, caller, tenant, now))
+    pins.sort(key=lambda pin: (pin.prompt, pin.environment))
     chosen, cursor = paging.slice(pins, lambda pin: f"{pin.prompt}\x1f{pin.environment}")
     return Page[PinOut](items=chosen, next_cursor=cursor)
 

@@ -12,9 +12,11 @@ from promptrecord.api.deps import (
     PromptName,
     ServicesDep,
     Viewer,
+    Views,
 )
 from promptrecord.api.pagination import Page, Paging
 from promptrecord.api.problems import problem_responses
+from promptrecord.api.reads import promotion_request_out, require_environment, require_prompt
 from promptrecord.api.schemas import DeploymentOutcome, PromotionRequestOut, ReasonBody
 
 router = APIRouter(
@@ -34,16 +36,17 @@ def list_requests(
     caller: Viewer,
     name: PromptName,
     environment: EnvironmentName,
-    services: ServicesDep,
+    views: Views,
     paging: Paging,
 ) -> Page[PromotionRequestOut]:
-    services.app.workspace(caller.workspace).require_environment(environment)
-    services.app.prompt(caller.workspace, name)
-    deployment = services.app.deployment(caller.workspace, name, environment)
-    requests = [] if deployment is None else list(deployment.requests.values())
-    chosen, cursor = paging.slice(list(enumerate(requests)), lambda item: item[0])
+    require_environment(views, caller.workspace, environment)
+    require_prompt(views, caller.workspace, name)
+    fetched = views.promotion_requests(
+        caller.workspace, name, environment, paging.limit + 1, paging.after_number()
+    )
+    chosen, cursor = paging.page(fetched, lambda request: request.number)
     return Page[PromotionRequestOut](
-        items=[PromotionRequestOut.of(request) for _, request in chosen], next_cursor=cursor
+        items=[promotion_request_out(request) for request in chosen], next_cursor=cursor
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -17,9 +18,11 @@ from promptrecord.api.deps import (
     PromptName,
     ServicesDep,
     Viewer,
+    Views,
 )
 from promptrecord.api.pagination import Page, Paging
 from promptrecord.api.problems import problem_responses
+from promptrecord.api.reads import require_prompt, require_version, version_summary
 from promptrecord.api.schemas import (
     CONTENT_EXAMPLE,
     CommandResponse,
@@ -35,7 +38,6 @@ from promptrecord.api.services import Services
 from promptrecord.domain.diff import diff_contents
 from promptrecord.domain.errors import InvalidInput
 from promptrecord.domain.prompt import name_from_title
-from promptrecord.domain.resolution import ResolutionState
 
 router = APIRouter(
     prefix="/v1/prompts", tags=["prompts"], responses=problem_responses(401, 403, 404, 422)
@@ -186,59 +188,51 @@ def create_prompt(
     )
 
 
-def _summaries(state: ResolutionState, caller: Caller) -> list[PromptSummary]:
-    workspace = state.workspaces.get(caller.workspace)
-    known = workspace.environments if workspace is not None else []
-    environments = [env for env in known if caller.may_see_environment(env)]
-    summaries = []
-    for (ws, name), view in state.prompts.items():
-        if ws != caller.workspace or not caller.may_see_prompt(name):
-            continue
-        deployments: dict[str, DeploymentBrief] = {}
-        for env in environments:
-            deployment = state.deployments.get((ws, name, env))
-            if deployment is None or deployment.serving is None:
-                continue
-            rollout = deployment.rollout
-            deployments[env] = DeploymentBrief(
-                serving=deployment.serving,
-                rollout=None if rollout is None else RolloutOut.of(rollout),
-            )
-        summaries.append(
-            PromptSummary(
-                name=name,
-                archived=view.archived,
-                head=max(view.versions) if view.versions else None,
-                deployments=deployments,
-            )
-        )
-    return sorted(summaries, key=lambda summary: summary.name)
-
-
 @router.get("", response_model=Page[PromptSummary], summary="List prompts with what serves where")
-async def list_prompts(
-    services: ServicesDep, caller: Viewer, paging: Paging
-) -> Page[PromptSummary]:
-    summaries = services.live.read(lambda state: _summaries(state, caller))
-    chosen, cursor = paging.slice(summaries, lambda summary: summary.name)
-    return Page[PromptSummary](items=chosen, next_cursor=cursor)
+def list_prompts(views: Views, caller: Viewer, paging: Paging) -> Page[PromptSummary]:
+    fetched = views.catalog(caller.workspace, paging.limit + 1, paging.after_name())
+    chosen, cursor = paging.page(fetched, lambda entry: entry.prompt)
+    ws = views.workspace(caller.workspace)
+    environments = [e for e in (ws.environments if ws else []) if caller.may_see_environment(e)]
+    serving: dict[str, dict[str, DeploymentBrief]] = {}
+    if chosen:
+        for d in views.deployments(caller.workspace):
+            if d.serving_version is None or d.environment not in environments:
+                continue
+            rollout = None if d.rollout is None else RolloutOut(**asdict(d.rollout))
+            brief = DeploymentBrief(serving=d.serving_version, rollout=rollout)
+            serving.setdefault(d.prompt, {})[d.environment] = brief
+    items = [
+        PromptSummary(
+            name=entry.prompt,
+            archived=entry.archived,
+            head=entry.head_version,
+            deployments={
+                env: serving[entry.prompt][env]
+                for env in environments
+                if env in serving.get(entry.prompt, {})
+            },
+        )
+        for entry in chosen
+        if caller.may_see_prompt(entry.prompt)
+    ]
+    return Page[PromptSummary](items=items, next_cursor=cursor)
 
 
 @router.get("/{name}", response_model=PromptOut, summary="A prompt and its head version")
-def get_prompt(
-    caller: Viewer, name: PromptName, services: ServicesDep, response: Response
-) -> PromptOut:
-    prompt = services.app.prompt(caller.workspace, name)
-    response.headers["ETag"] = etag(prompt.version)
-    head = prompt.head
+def get_prompt(caller: Viewer, name: PromptName, views: Views, response: Response) -> PromptOut:
+    prompt = require_prompt(views, caller.workspace, name)
+    response.headers["ETag"] = etag(prompt.revision)
+    number = prompt.head_version
+    head = None if number is None else require_version(views, caller.workspace, name, number)
     return PromptOut(
-        name=prompt.name,
+        name=prompt.prompt,
         title=prompt.title,
         description=prompt.description,
         archived=prompt.archived,
-        versions=len(prompt.versions),
-        head=VersionSummary.of(head) if head is not None else None,
-        revision=prompt.version,
+        versions=number or 0,
+        head=version_summary(head) if head is not None else None,
+        revision=prompt.revision,
     )
 
 
@@ -297,16 +291,17 @@ def unarchive_prompt(
 def diff_versions(
     caller: Viewer,
     name: PromptName,
-    services: ServicesDep,
+    views: Views,
     from_version: Annotated[
-        int | None, Query(alias="from", ge=1, description="Default: the version before `to`")
+        int | None,
+        Query(alias="from", ge=1, le=2**31, description="Default: the version before `to`"),
     ] = None,
     to_version: Annotated[
-        int | None, Query(alias="to", ge=1, description="Default: the head")
+        int | None, Query(alias="to", ge=1, le=2**31, description="Default: the head")
     ] = None,
 ) -> DiffOut:
-    prompt = services.app.prompt(caller.workspace, name)
-    to_number = to_version if to_version is not None else len(prompt.versions)
+    head = require_prompt(views, caller.workspace, name).head_version or 0
+    to_number = to_version if to_version is not None else head
     from_number = from_version if from_version is not None else to_number - 1
     if from_number < 1:
         raise InvalidInput(
@@ -314,8 +309,8 @@ def diff_versions(
             field="query.from",
             code="nothing_to_compare",
         )
-    old = prompt.get_version(from_number)
-    new = prompt.get_version(to_number)
+    old = asdict(require_version(views, caller.workspace, name, from_number))
+    new = asdict(require_version(views, caller.workspace, name, to_number))
     diff = diff_contents(old["content"], new["content"])
     data: dict[str, Any] = diff.to_dict()
     return DiffOut(

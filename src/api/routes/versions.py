@@ -8,9 +8,10 @@ from fastapi import APIRouter, Path, Response
 from pydantic import ConfigDict, Field
 
 from promptrecord.api.commands import committed_version, settle
-from promptrecord.api.deps import Editor, ExpectedRevision, PromptName, ServicesDep, Viewer
+from promptrecord.api.deps import Editor, ExpectedRevision, PromptName, ServicesDep, Viewer, Views
 from promptrecord.api.pagination import Page, Paging
 from promptrecord.api.problems import problem_responses
+from promptrecord.api.reads import require_prompt, require_version, version_detail, version_summary
 from promptrecord.api.schemas import (
     CONTENT_EXAMPLE,
     Content,
@@ -95,21 +96,22 @@ def commit_version(
     "", response_model=Page[VersionSummary], summary="List a prompt's versions, oldest first"
 )
 def list_versions(
-    caller: Viewer, name: PromptName, services: ServicesDep, paging: Paging
+    caller: Viewer, name: PromptName, views: Views, paging: Paging
 ) -> Page[VersionSummary]:
-    prompt = services.app.prompt(caller.workspace, name)
-    chosen, cursor = paging.slice(prompt.versions, lambda version: int(version["number"]))
+    fetched = views.versions(caller.workspace, name, paging.limit + 1, paging.after_number())
+    if not fetched:
+        require_prompt(views, caller.workspace, name)
+    chosen, cursor = paging.page(fetched, lambda version: version.number)
     return Page[VersionSummary](
-        items=[VersionSummary.of(version) for version in chosen], next_cursor=cursor
+        items=[version_summary(version) for version in chosen], next_cursor=cursor
     )
 
 
 @router.get("/{number}", response_model=VersionDetail, summary="One version, with its content")
 def get_version(
-    caller: Viewer, name: PromptName, number: VersionNumber, services: ServicesDep
+    caller: Viewer, name: PromptName, number: VersionNumber, views: Views
 ) -> VersionDetail:
-    prompt = services.app.prompt(caller.workspace, name)
-    return VersionDetail.of(prompt.get_version(number))
+    return version_detail(require_version(views, caller.workspace, name, number))
 
 
 @router.post(

@@ -8,9 +8,17 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptrecord.api.commands import etag, settle
-from promptrecord.api.deps import Admin, EnvironmentName, ExpectedRevision, ServicesDep, Viewer
+from promptrecord.api.deps import (
+    Admin,
+    EnvironmentName,
+    ExpectedRevision,
+    ServicesDep,
+    Viewer,
+    Views,
+)
 from promptrecord.api.problems import problem_responses
 from promptrecord.api.schemas import CommandResponse, RequestBody, Text
+from promptrecord.domain.errors import Unavailable
 from promptrecord.domain.policy import MAX_PIN_TTL_SECONDS, EnvironmentPolicy
 
 router = APIRouter(
@@ -102,15 +110,23 @@ class PolicySet(CommandResponse):
 
 
 @router.get("", response_model=WorkspaceOut, summary="The caller's workspace")
-def get_workspace(services: ServicesDep, caller: Viewer, response: Response) -> WorkspaceOut:
-    ws = services.app.workspace(caller.workspace)
-    response.headers["ETag"] = etag(ws.version)
+def get_workspace(views: Views, caller: Viewer, response: Response) -> WorkspaceOut:
+    ws = views.workspace(caller.workspace)
+    if ws is None:
+        raise Unavailable(  # the key is known, so the views lag behind the log
+            f"workspace {caller.workspace!r} is not in the read views yet; retry shortly",
+            code="views_behind",
+        )
+    response.headers["ETag"] = etag(ws.revision)
     return WorkspaceOut(
         slug=ws.slug,
         name=ws.name,
         environments=list(ws.environments),
-        policies={env: Policy(**ws.policy(env).as_dict()) for env in ws.environments},
-        revision=ws.version,
+        policies={
+            env: Policy(**EnvironmentPolicy(**ws.policies.get(env, {})).as_dict())
+            for env in ws.environments
+        },
+        revision=ws.revision,
     )
 
 
