@@ -54,6 +54,7 @@ def start_embedded_projector(app: PromptRecord, store: ViewStore, poll: float) -
 
     if store.outdated:
         report = store.rebuild(app.read_events, list(store.outdated))
+        store.analyse(report.views)
         log.warning("rebuilt views %s from the event log", ", ".join(report.views))
     projector = Projector(app, store, poll_interval=poll)
     projector.start()

@@ -85,8 +85,8 @@ class PostgresViewStore(SqlViewStore, PostgresTrackingRecorder):
 
     def _analyse(self, sql: Sql, tables: Sequence[Table]) -> None:
         # Autovacuum may be off, or far behind a rebuild of a million events.
-        for table in tables:
-            sql.run(f"ANALYZE {self._qualified(table.full_name)}")
+        if tables:  # one statement: PostgreSQL 11+ analyses a list of tables in one go
+            sql.run("ANALYZE " + ", ".join(self._qualified(t.full_name) for t in tables))
 
     def _serialise_ddl(self, sql: Sql) -> None:
         # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog.

@@ -411,7 +411,6 @@ class SqlViewStore(ViewQueries):
                     if self.is_transient(error):
                         raise
                     raise ViewWriteError(table, error) from error
-            self._analyse(sql, tables)
             if everything:
                 self._set_position(sql, position)
             self._write_meta(sql, rebuilt)
@@ -420,9 +419,16 @@ class SqlViewStore(ViewQueries):
         reached = position if everything else tracked
         return RebuildReport(tuple(v.name for v in chosen), count, reached, seconds)
 
+    def analyse(self, names: Sequence[str] | None = None) -> None:
+        """Gather the planner's statistics of the named views' tables (default all), so the
+        first queries after a rebuild do not plan on default estimates. Kept out of the
+        rebuild's transaction, which holds the projector back while it runs."""
+        tables = [t for view in self.choose(names) for t in view.tables]
+        with self._write() as sql:
+            self._analyse(sql, tables)
+
     def _analyse(self, sql: Sql, tables: Sequence[Table]) -> None:
-        """Gather the planner's statistics of freshly loaded tables (where the backend has
-        them), so the first queries after a rebuild do not plan on default estimates."""
+        """Backends with planner statistics gather them here."""
 
     def dump(self, name: str) -> list[Row]:
         tables = self._view_tables().get(name)

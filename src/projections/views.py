@@ -351,6 +351,10 @@ class ViewStore(TrackingRecorder, ABC):
         """Drop, recreate and refold the named views (default all) in one transaction."""
 
     @abstractmethod
+    def analyse(self, names: Sequence[str] | None = None) -> None:
+        """Gather the database's planner statistics of the named views (default all)."""
+
+    @abstractmethod
     def dump(self, name: str) -> list[dict[str, Any]]:
         """Every row of one view (or of `subjects`) in key order: for verification and tests."""
 

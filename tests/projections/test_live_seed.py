@@ -278,3 +278,24 @@ def test_rebuild_of_the_workspace_views_equals_applying_the_log(
     assert all(applied.values())
     store.rebuild(app.read_events)
     assert {name: store.dump(name) for name in names} == applied
+
+
+def test_analyse_gathers_statistics_of_every_view_table(postgres_settings: Settings) -> None:
+    import psycopg
+
+    app = PromptRecord(env={**postgres_settings.eventsourcing_env(), **SMALL_POOL})
+    try:
+        store = open_view_store(app)
+        app.create_workspace("acme")
+        store.rebuild(app.read_events)
+        store.analyse()
+        with psycopg.connect(postgres_settings.database_url) as conn:
+            rows = conn.execute(
+                "SELECT relname, last_analyze FROM pg_stat_user_tables "
+                "WHERE schemaname = %s AND relname LIKE 'promptrecord_view_%%'",
+                [postgres_settings.database_schema],
+            ).fetchall()
+        tables = {t.full_name for view in store.views for t in view.tables}
+        assert {name for name, analysed in rows if analysed is not None} >= tables
+    finally:
+        app.close()
