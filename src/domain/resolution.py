@@ -245,6 +245,23 @@ _HANDLERS = {
 }
 
 
+def servable_prompt(state: ResolutionState, workspace: str, prompt: str) -> PromptView:
+    """The prompt, refused when it does not exist or is archived (rule 1 of `resolve`)."""
+    view = state.prompts.get((workspace, prompt))
+    if view is None:
+        raise NotFound(
+            f"prompt {prompt!r} does not exist in this workspace",
+            field="name",
+            code="prompt_not_found",
+        )
+    if view.archived:
+        raise Conflict(
+            f"prompt {prompt!r} is archived and cannot be served; unarchive it to serve it again",
+            code="prompt_archived",
+        )
+    return view
+
+
 def resolve(
     state: ResolutionState,
     workspace: str,
@@ -259,18 +276,7 @@ def resolve(
     1. archived prompt -> refused; 2. a pin valid at `at`; 3. an active rollout, by bucket;
     4. the promoted version; 5. nothing deployed -> refused.
     """
-    view = state.prompts.get((workspace, prompt))
-    if view is None:
-        raise NotFound(
-            f"prompt {prompt!r} does not exist in this workspace",
-            field="name",
-            code="prompt_not_found",
-        )
-    if view.archived:
-        raise Conflict(
-            f"prompt {prompt!r} is archived and cannot be served; unarchive it to serve it again",
-            code="prompt_archived",
-        )
+    view = servable_prompt(state, workspace, prompt)
     ws = state.workspaces.get(workspace)
     if ws is not None and environment not in ws.environments:
         raise NotFound(

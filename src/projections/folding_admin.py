@@ -1,6 +1,6 @@
-"""The views behind the workspace's own reads: workspaces, API keys, deployment details and
-promotion requests. With the catalog, versions, deployments and pins they hold everything
-the API's list and read endpoints show and everything the live state starts from."""
+"""The views behind the workspace's own reads: workspaces, API keys and promotion requests.
+With the catalog, versions, deployments and pins they hold everything the API's list and
+read endpoints show and everything the live state starts from."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from promptrecord.projections.folding import (
     View,
     cols,
     require,
-    rollout_of,
 )
 
 WORKSPACES = Table(
@@ -115,81 +114,6 @@ class ApiKeysView(View):
             ctx.put(API_KEYS, {**row, "revoked": True, "revoked_at": logged.timestamp})
 
 
-DEPLOYMENT_DETAILS = Table(
-    "deployment_details",
-    (
-        *cols("workspace prompt environment", TEXT),
-        *cols("stack ever_served", JSON),
-        Column("rollout", JSON),  # with the id of its last start or adjustment as event_id
-        Column("rollout_started_at", TIME),
-        Column("serving_event_id", TEXT),  # the promotion, completion, abort or rollback
-        Column("revision", INT, False),  # the Deployment aggregate's version: its ETag
-        Column("updated_at", TIME, False),
-    ),
-    key=("workspace", "prompt", "environment"),
-    cached=True,
-)
-
-
-class DeploymentDetailsView(View):
-    """Each deployment as its aggregate holds it: the stack rollback walks, versions that
-    ever served, the active rollout and the revision to send as If-Match."""
-
-    name = "deployment_details"
-    tables = (DEPLOYMENT_DETAILS,)
-
-    def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
-        if not logged.type.startswith("Deployment."):
-            return
-        e, s, at = logged.event, logged.subject, logged.timestamp
-        key = (s.workspace, s.prompt, s.environment)
-        if logged.type == "Deployment.Created":
-            ctx.put(
-                DEPLOYMENT_DETAILS,
-                {
-                    **dict(zip(DEPLOYMENT_DETAILS.key, key, strict=True)),
-                    "stack": [],
-                    "ever_served": [],
-                    "rollout": None,
-                    "rollout_started_at": None,
-                    "serving_event_id": None,
-                    "revision": e.originator_version,
-                    "updated_at": at,
-                },
-            )
-            return
-        row = require(ctx.get(DEPLOYMENT_DETAILS, key), f"deployment {key}")
-        stack: list[int] = row["stack"]
-        change: Row = {"revision": e.originator_version, "updated_at": at}
-        match logged.type:
-            case "Deployment.Promoted" | "Deployment.RolloutCompleted":
-                stack = [*stack, e.version]
-                change.update(_served(row, e.version), stack=stack, rollout=None)
-                change.update(rollout_started_at=None, serving_event_id=logged.event_id)
-            case "Deployment.RolledBack":
-                if e.pop:
-                    stack = stack[:-1]
-                elif not stack or e.to_version != stack[-1]:
-                    stack = [*stack, e.to_version]
-                change.update(_served(row, e.to_version), stack=stack, rollout=None)
-                change.update(rollout_started_at=None, serving_event_id=logged.event_id)
-            case "Deployment.RolloutAborted":
-                change.update(rollout=None, rollout_started_at=None)
-                change.update(serving_event_id=logged.event_id)
-            case "Deployment.RolloutStarted":
-                change.update(rollout={**rollout_of(e), "event_id": logged.event_id})
-                change.update(rollout_started_at=at)
-            case "Deployment.RolloutAdjusted":
-                rollout = require(row["rollout"], f"active rollout of {key}")
-                change["rollout"] = {**rollout, "share": e.share, "event_id": logged.event_id}
-        ctx.put(DEPLOYMENT_DETAILS, {**row, **change})
-
-
-def _served(row: Row, version: int) -> Row:
-    ever: list[int] = row["ever_served"]
-    return {} if version in ever else {"ever_served": [*ever, version]}
-
-
 PROMOTION_REQUESTS = Table(
     "promotion_requests",
     (
@@ -255,4 +179,4 @@ class PromotionRequestsView(View):
         ctx.put(PROMOTION_REQUESTS, {**row, **change})
 
 
-ADMIN_VIEWS = (WorkspacesView, ApiKeysView, DeploymentDetailsView, PromotionRequestsView)
+ADMIN_VIEWS = (WorkspacesView, ApiKeysView, PromotionRequestsView)

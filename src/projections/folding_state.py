@@ -131,6 +131,10 @@ DEPLOYMENTS = Table(
         Column("rollout", JSON),
         Column("cause_event_id", TEXT),
         Column("updated_at", TIME, False),
+        *cols("stack ever_served", JSON),  # the versions rollback walks back; every one served
+        Column("rollout_started_at", TIME),
+        Column("serving_event_id", TEXT),  # the promotion, completion, abort or rollback
+        Column("revision", INT, False),  # the Deployment aggregate's version: its ETag
     ),
     key=("workspace", "prompt", "environment"),
     cached=True,
@@ -138,16 +142,20 @@ DEPLOYMENTS = Table(
 
 
 class DeploymentsView(View):
-    """What each deployment serves now: a version, and a rollout when one is active.
+    """Each deployment as its aggregate holds it: what it serves, the active rollout, the
+    stack rollback walks back, the versions that ever served, and its revision.
 
     `cause_event_id` is the event `resolve` names as the cause: the rollout's last start or
-    adjustment while one runs, else the promotion, completion, abort or rollback.
+    adjustment while one runs, else `serving_event_id`, the promotion, completion, abort or
+    rollback. Promotion requests change only `revision` (their own view keeps them).
     """
 
     name = "deployments"
     tables = (DEPLOYMENTS,)
 
     def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        if not logged.type.startswith("Deployment."):
+            return
         e, s = logged.event, logged.subject
         key = (s.workspace, s.prompt, s.environment)
         if logged.type == "Deployment.Created":
@@ -160,26 +168,37 @@ class DeploymentsView(View):
                     "rollout": None,
                     "cause_event_id": None,
                     "updated_at": logged.timestamp,
+                    "stack": [],
+                    "ever_served": [],
+                    "rollout_started_at": None,
+                    "serving_event_id": None,
+                    "revision": e.originator_version,
                 },
             )
             return
+        current = require(ctx.get(DEPLOYMENTS, key), "deployment %s", key)
+        stack: list[int] = current["stack"]
         change: Row
         match logged.type:
             case "Deployment.Promoted" | "Deployment.RolloutCompleted":
-                change = {"serving_version": e.version, "rollout": None}
+                change = _serves(current, [*stack, e.version], logged.event_id)
             case "Deployment.RolledBack":
-                change = {"serving_version": e.to_version, "rollout": None}
+                if e.pop:
+                    stack = stack[:-1]
+                elif not stack or e.to_version != stack[-1]:
+                    stack = [*stack, e.to_version]
+                change = _serves(current, stack, logged.event_id)
             case "Deployment.RolloutAborted":
-                change = {"rollout": None}
+                change = {"rollout": None, "rollout_started_at": None}
+                change["serving_event_id"] = logged.event_id
             case "Deployment.RolloutStarted":
-                change = {"rollout": rollout_of(e)}
+                change = {"rollout": rollout_of(e), "rollout_started_at": logged.timestamp}
             case "Deployment.RolloutAdjusted":
-                current = require(ctx.get(DEPLOYMENTS, key), "deployment %s", key)
                 rollout = require(current["rollout"], "active rollout of %s", key)
                 change = {"rollout": {**rollout, "share": e.share}}
-            case _:
+            case _:  # promotion requests: only the revision moves
+                ctx.put(DEPLOYMENTS, {**current, "revision": e.originator_version})
                 return
-        current = require(ctx.get(DEPLOYMENTS, key), "deployment %s", key)
         ctx.put(
             DEPLOYMENTS,
             {
@@ -187,8 +206,23 @@ class DeploymentsView(View):
                 **change,
                 "cause_event_id": logged.event_id,
                 "updated_at": logged.timestamp,
+                "revision": e.originator_version,
             },
         )
+
+
+def _serves(current: Row, stack: list[int], event_id: str) -> Row:
+    """The change when the deployment serves the top of `stack` and any rollout ends."""
+    ever: list[int] = current["ever_served"]
+    version = stack[-1]
+    return {
+        "serving_version": version,
+        "stack": stack,
+        "ever_served": ever if version in ever else [*ever, version],
+        "rollout": None,
+        "rollout_started_at": None,
+        "serving_event_id": event_id,
+    }
 
 
 PINS = Table(

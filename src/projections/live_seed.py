@@ -16,8 +16,8 @@ from promptrecord.domain.resolution import (
     WorkspaceView,
 )
 from promptrecord.projections.folding import SUBJECTS
-from promptrecord.projections.folding_admin import API_KEYS, DEPLOYMENT_DETAILS, WORKSPACES
-from promptrecord.projections.folding_state import CATALOG, PINS, VERSIONS
+from promptrecord.projections.folding_admin import API_KEYS, WORKSPACES
+from promptrecord.projections.folding_state import CATALOG, DEPLOYMENTS, PINS, VERSIONS
 from promptrecord.projections.views import ViewStore
 
 _SUBJECT_PARTS = {
@@ -31,7 +31,7 @@ _SUBJECT_PARTS = {
 def seed_state(store: ViewStore) -> ResolutionState | None:
     """The state the views hold at their position, read in one consistent snapshot; None
     when a view it needs is outdated (an older release's table) and must be rebuilt first."""
-    needed = {"catalog", "versions", "pins", "workspaces", "api_keys", "deployment_details"}
+    needed = {"catalog", "versions", "deployments", "pins", "workspaces", "api_keys"}
     if needed & set(store.outdated):
         return None
     with store.snapshot() as snapshot:
@@ -64,21 +64,12 @@ def seed_state(store: ViewStore) -> ResolutionState | None:
                 row["variables"],
                 row["event_id"],
             )
-        for row in snapshot.rows(DEPLOYMENT_DETAILS):
-            split = row["rollout"]
-            rollout = None
-            if split is not None:
-                rollout = RolloutView(
-                    split["rollout_id"],
-                    split["baseline"],
-                    split["candidate"],
-                    split["share"],
-                    split["key_by"],
-                    split["event_id"],
-                )
-            stack = row["stack"]
+        for row in snapshot.rows(DEPLOYMENTS):
+            split, rollout = row["rollout"], None
+            if split is not None:  # while a rollout runs, the cause is its last change
+                rollout = RolloutView(**split, event_id=row["cause_event_id"])
             state.deployments[(row["workspace"], row["prompt"], row["environment"])] = (
-                DeploymentView(stack[-1] if stack else None, rollout, row["serving_event_id"])
+                DeploymentView(row["serving_version"], rollout, row["serving_event_id"])
             )
         for row in snapshot.rows(PINS):
             pin = (row["workspace"], row["tenant"], row["prompt"], row["environment"])

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from promptrecord.projections.folding import TIME, Row, Table
 from promptrecord.projections.folding_admin import (
     API_KEYS,
-    DEPLOYMENT_DETAILS,
     PROMOTION_REQUESTS,
     WORKSPACES,
 )
@@ -23,7 +22,6 @@ from promptrecord.projections.views import (
     CatalogEntry,
     CurrentDeployment,
     CurrentPin,
-    DeploymentDetail,
     DeploymentInterval,
     PinInterval,
     PromotionRequestEntry,
@@ -264,16 +262,6 @@ class ViewQueries(ViewStore):
             ' ORDER BY "number" LIMIT ?',
         )
         return [ApiKeyEntry(**row) for row in rows]
-
-    def deployment_detail(
-        self, workspace: str, prompt: str, environment: str
-    ) -> DeploymentDetail | None:
-        rows = self._query(
-            DEPLOYMENT_DETAILS,
-            ['"workspace" = ?', '"prompt" = ?', '"environment" = ?'],
-            [workspace, prompt, environment],
-        )
-        return DeploymentDetail(**rows[0]) if rows else None
 
     def promotion_requests(
         self, workspace: str, prompt: str, environment: str, limit: int = 100, after: int = 0

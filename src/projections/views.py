@@ -14,7 +14,6 @@ from eventsourcing.persistence import TrackingRecorder
 from promptrecord.projections.folding import Table, View
 from promptrecord.projections.folding_admin import (
     ApiKeysView,
-    DeploymentDetailsView,
     PromotionRequestsView,
     WorkspacesView,
 )
@@ -40,7 +39,6 @@ __all__ = [
     "CatalogEntry",
     "CurrentDeployment",
     "CurrentPin",
-    "DeploymentDetail",
     "DeploymentInterval",
     "PinInterval",
     "PositionMoved",
@@ -70,7 +68,6 @@ def default_views() -> tuple[View, ...]:
         AuditLogView(),
         WorkspacesView(),
         ApiKeysView(),
-        DeploymentDetailsView(),
         PromotionRequestsView(),
     )
 
@@ -133,6 +130,11 @@ class CurrentDeployment:
     rollout: RolloutSplit | None
     cause_event_id: str | None
     updated_at: datetime
+    stack: list[int]  # versions served in turn: rollback walks back
+    ever_served: list[int]
+    rollout_started_at: datetime | None
+    serving_event_id: str | None
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -224,24 +226,6 @@ class ApiKeyEntry:
     revoked: bool
     issued_at: datetime
     revoked_at: datetime | None
-
-
-@dataclass(frozen=True)
-class DeploymentDetail:
-    workspace: str
-    prompt: str
-    environment: str
-    stack: list[int]
-    ever_served: list[int]
-    rollout: dict[str, Any] | None  # the split, with the event_id of its last change
-    rollout_started_at: datetime | None
-    serving_event_id: str | None
-    revision: int
-    updated_at: datetime
-
-    @property
-    def serving(self) -> int | None:
-        return self.stack[-1] if self.stack else None
 
 
 @dataclass(frozen=True)
@@ -453,11 +437,6 @@ class ViewStore(TrackingRecorder, ABC):
     @abstractmethod
     def api_keys(self, workspace: str, limit: int = 100, after: int = 0) -> list[ApiKeyEntry]:
         """Keys in order of issue, after issue number `after`."""
-
-    @abstractmethod
-    def deployment_detail(
-        self, workspace: str, prompt: str, environment: str
-    ) -> DeploymentDetail | None: ...
 
     @abstractmethod
     def promotion_requests(

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
 from dataclasses import asdict, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import pytest
+from support.histories import SMALL_POOL, Clock, content
 
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import Actor
@@ -24,11 +23,9 @@ from promptrecord.projections.live_seed import seed_state
 from promptrecord.projections.views import ViewStore, open_view_store
 from promptrecord.settings import Settings
 
-START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 ALICE = Actor("key-alice", "alice")
 BOB = Actor("key-bob", "bob")
 CAROL = Actor("key-carol", "carol")
-SMALL_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
 ENVS = ["staging", "production"]
 PROMPTS = ["bot", "summary"]
 
@@ -39,29 +36,6 @@ WEIGHTS |= {"rollback": 2, "pin": 3, "unpin": 2, "archive": 1, "unarchive": 2, "
 WEIGHTS |= {"revoke": 1, "policy": 1, "environments": 1, "request": 2, "approve": 1}
 WEIGHTS |= {"reject": 1, "wait": 2}
 KINDS = [kind for kind, weight in WEIGHTS.items() for _ in range(weight)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def world(backend: Settings) -> Iterator[tuple[PromptRecord, Clock, ViewStore]]:
-    clock = Clock()
-    app = PromptRecord(env={**backend.eventsourcing_env(), **SMALL_POOL}, clock=clock)
-    try:
-        yield app, clock, open_view_store(app)
-    finally:
-        app.close()
-
-
-def content(text: str) -> dict[str, Any]:
-    model = {"provider": "anthropic", "name": "claude-sonnet-4-5-20250929"}
-    return {"type": "text", "text": text, "model": model}
 
 
 def random_history(app: PromptRecord, clock: Clock, seed: int, steps: int) -> None:
@@ -224,22 +198,22 @@ def test_workspace_views_hold_what_the_aggregates_hold(
             assert catalog.revision == app.prompt(ws, name).version
             for env in ENVS:
                 deployment = app.deployment(ws, name, env)
-                detail = store.deployment_detail(ws, name, env)
+                found = store.deployments(ws, name, env)
                 requests = store.promotion_requests(ws, name, env)
                 if deployment is None:
-                    assert detail is None and requests == []
+                    assert found == [] and requests == []
                     continue
-                assert detail is not None
+                [detail] = found
                 assert detail.stack == deployment.stack
                 assert detail.ever_served == deployment.ever_served
-                assert detail.serving == deployment.serving
+                assert detail.serving_version == deployment.serving
                 assert detail.revision == deployment.version
                 held = deployment.rollout
                 if held is None:
                     assert detail.rollout is None and detail.rollout_started_at is None
                 else:
                     assert detail.rollout is not None
-                    split = {k: v for k, v in detail.rollout.items() if k != "event_id"}
+                    split = asdict(detail.rollout)
                     assert {**split, "started_at": detail.rollout_started_at} == held
                 expected = [dict(r) for r in deployment.requests.values()]
                 got = [{k: v for k, v in asdict(r).items() if k not in _PLACE} for r in requests]
@@ -273,7 +247,7 @@ def test_rebuild_of_the_workspace_views_equals_applying_the_log(
     events = list(app.read_events(0, 100_000))
     for start in range(0, len(events), 13):  # in batches, as the projector applies them
         store.apply(events[start - 1][0] if start else 0, events[start : start + 13])
-    names = ("workspaces", "api_keys", "deployment_details", "promotion_requests")
+    names = ("workspaces", "api_keys", "deployments", "promotion_requests")
     applied = {name: store.dump(name) for name in names}
     assert all(applied.values())
     store.rebuild(app.read_events)

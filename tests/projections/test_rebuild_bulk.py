@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from support.histories import SMALL_POOL, Clock
 
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import Actor, event_id
@@ -37,10 +38,8 @@ from promptrecord.projections.view_rows import ViewWriteError
 from promptrecord.projections.views import ViewError, ViewStore, open_view_store
 from promptrecord.settings import Settings
 
-START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 ACTOR = Actor("key-ci", "ci pipeline", on_behalf_of="bob")
 WS = "acme"
-SMALL_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
 
 COUNTS = Table(
     "test_event_counts",
@@ -77,14 +76,6 @@ class CountingView(View):
                 "last_at": logged.timestamp,
             },
         )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def content(text: str) -> dict[str, Any]:

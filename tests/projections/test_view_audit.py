@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.histories import ACTOR, BOT, COMMANDS, ENVS, START, Clock, content, history
 
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import Actor
@@ -26,82 +26,9 @@ from promptrecord.domain.errors import DomainError
 from promptrecord.projections.audit import AuditSource
 from promptrecord.projections.replay import ReplayAudit
 from promptrecord.projections.view_audit import ViewAudit
-from promptrecord.projections.views import ViewStore, open_view_store
-from promptrecord.settings import Settings
+from promptrecord.projections.views import ViewStore
 
-START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
-ACTOR = Actor("key-view-audit", "view audit test")
-BOT = "bot"
-ENVS = ("staging", "production")
 TENANTS = ("t1", "t2", "t3")  # t3 never pinned
-SMALL_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
-
-env = st.sampled_from(ENVS)
-version = st.integers(1, 4)
-share = st.sampled_from([0.05, 0.3, 0.5, 0.9])
-PIN = st.tuples(
-    st.just("pin"), st.sampled_from(["t1", "t2"]), env, version, st.sampled_from([20, 60, 300])
-)
-ROLLOUT = st.tuples(st.just("rollout"), env, version, share, st.sampled_from(["tenant", "user"]))
-WAIT = st.tuples(st.just("wait"), st.sampled_from([1, 15, 40, 120]))
-COMMANDS = st.one_of(
-    st.tuples(st.just("commit")),
-    st.tuples(st.just("promote"), env, version),
-    ROLLOUT,
-    ROLLOUT,
-    st.tuples(st.just("adjust"), env, share),
-    st.tuples(st.just("adjust"), env, share),
-    st.tuples(st.just("complete"), env),
-    st.tuples(st.just("abort"), env),
-    st.tuples(st.just("rollback"), env, st.one_of(st.none(), version)),
-    PIN,
-    PIN,
-    st.tuples(st.just("unpin"), st.sampled_from(["t1", "t2"]), env),
-    st.tuples(st.just("archive"), st.sampled_from([0, 30])),
-    WAIT,
-    WAIT,
-)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def content(text: str) -> dict[str, Any]:
-    model = {"provider": "anthropic", "name": "claude-sonnet-4-5-20250929"}
-    return {"type": "text", "text": text, "model": model}
-
-
-def run(app: PromptRecord, clock: Clock, ws: str, command: tuple[Any, ...]) -> None:
-    kind, *args = command
-    calls: dict[str, Callable[..., Any]] = {
-        "commit": lambda: app.commit_version(ws, BOT, content(f"v{clock.now}"), ACTOR),
-        "promote": lambda e, v: app.promote(ws, BOT, e, v, ACTOR),
-        "rollout": lambda e, v, s, k: app.start_rollout(ws, BOT, e, v, s, ACTOR, key_by=k),
-        "adjust": lambda e, s: app.adjust_rollout(ws, BOT, e, s, ACTOR),
-        "complete": lambda e: app.complete_rollout(ws, BOT, e, ACTOR),
-        "abort": lambda e: app.abort_rollout(ws, BOT, e, ACTOR),
-        "rollback": lambda e, v: app.rollback(ws, BOT, e, "test", ACTOR, to_version=v),
-        "pin": lambda t, e, v, ttl: app.pin(ws, t, BOT, e, v, ACTOR, ttl_seconds=ttl),
-        "unpin": lambda t, e: app.unpin(ws, t, BOT, e, ACTOR),
-    }
-    if kind == "wait":
-        clock.now += timedelta(seconds=args[0])
-        return
-    if kind == "archive":
-        app.archive(ws, BOT, "test", ACTOR, None)
-        clock.now += timedelta(seconds=args[0])
-        app.unarchive(ws, BOT, "test", ACTOR, None)
-        return
-    try:
-        calls[kind](*args)
-        note(f"{clock.now:%H:%M:%S} {command}")
-    except DomainError as refused:
-        note(f"{clock.now:%H:%M:%S} {command} refused: {refused.code}")
 
 
 def sample_times(events: list[tuple[int, Any]]) -> list[datetime]:
@@ -120,27 +47,6 @@ def outcome(ask: Callable[..., Any], *question: Any) -> Any:
         return ask(*question)
     except DomainError as refused:
         return (refused.code, str(refused))
-
-
-def history(app: PromptRecord, clock: Clock, ws: str, commands: list[tuple[Any, ...]]) -> None:
-    clock.now = START
-    app.create_workspace(ws, environments=list(ENVS))
-    app.create_prompt(ws, ACTOR, name=BOT, content=content("v1"))
-    app.commit_version(ws, BOT, content("v2"), ACTOR)
-    app.commit_version(ws, BOT, content("v3"), ACTOR)
-    app.promote(ws, BOT, "production", 1, ACTOR)
-    for command in commands:
-        run(app, clock, ws, command)
-
-
-@pytest.fixture
-def world(backend: Settings) -> Iterator[tuple[PromptRecord, Clock, ViewStore]]:
-    clock = Clock()
-    app = PromptRecord(env={**backend.eventsourcing_env(), **SMALL_POOL}, clock=clock)
-    try:
-        yield app, clock, open_view_store(app)
-    finally:
-        app.close()
 
 
 def test_views_answer_as_replay_does(world: tuple[PromptRecord, Clock, ViewStore]) -> None:

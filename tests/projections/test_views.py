@@ -9,10 +9,11 @@ gives the same rows as applying the log in batches; applying events again change
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from support.histories import SMALL_POOL, START, Clock, content
 
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import Actor, event_id
@@ -34,28 +35,13 @@ from promptrecord.projections.views import (
 )
 from promptrecord.settings import Settings
 
-START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
-MODEL = "claude-sonnet-4-5-20250929"
 ALICE = Actor("key-alice", "alice (editor)")
 BOB = Actor("key-ci", "ci pipeline", on_behalf_of="bob")
-SMALL_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
 WS, BOT, PROD = "acme", "support-bot", "production"
 
 
 def at(minutes: float) -> datetime:
     return START + timedelta(minutes=minutes)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def content(text: str) -> dict[str, Any]:
-    return {"type": "text", "text": text, "model": {"provider": "anthropic", "name": MODEL}}
 
 
 @pytest.fixture
@@ -183,7 +169,20 @@ def test_scripted_history_folds_into_exact_rows(
     assert store.version(WS, BOT, 4) is None
 
     assert store.deployments(WS) == [
-        CurrentDeployment(WS, BOT, PROD, 1, None, ids("Deployment.RolledBack"), at(9)),
+        CurrentDeployment(
+            WS,
+            BOT,
+            PROD,
+            1,
+            None,
+            ids("Deployment.RolledBack"),
+            at(9),
+            stack=[1],  # 1, then 2 by the completed rollout, popped by the rollback
+            ever_served=[1, 2],
+            rollout_started_at=None,
+            serving_event_id=ids("Deployment.RolledBack"),
+            revision=8,
+        ),
     ]
 
     # t1 was unpinned; t2's pin expired at 12:13 but stays until re-pinned.

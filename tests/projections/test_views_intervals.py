@@ -16,97 +16,19 @@ split, or the same refusal.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.histories import BOT, COMMANDS, ENVS, Clock, history
 
 from promptrecord.domain.application import PromptRecord
-from promptrecord.domain.base import Actor
 from promptrecord.domain.errors import DomainError
 from promptrecord.domain.resolution import ResolutionState, bucket, resolve
-from promptrecord.projections.views import RolloutSplit, ViewStore, open_view_store
-from promptrecord.settings import Settings
+from promptrecord.projections.views import RolloutSplit, ViewStore
 
-START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
-MODEL = "claude-sonnet-4-5-20250929"
-ACTOR = Actor("key-intervals", "interval test")
-BOT = "bot"
-ENVS = ("staging", "production")
 TENANTS = ("t1", "t2", "t3", "t4", None)  # t3, t4 never pinned; None: no tenant
-SMALL_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
-
-env = st.sampled_from(ENVS)
-version = st.integers(1, 4)
-share = st.sampled_from([0.05, 0.3, 0.5, 0.9])
-PIN = st.tuples(
-    st.just("pin"), st.sampled_from(["t1", "t2"]), env, version, st.sampled_from([20, 60, 300])
-)
-ROLLOUT = st.tuples(st.just("rollout"), env, version, share, st.sampled_from(["tenant", "user"]))
-WAIT = st.tuples(st.just("wait"), st.sampled_from([1, 15, 40, 120]))
-# Weighted by repetition: rollouts, adjustments, pins and waits come most often.
-COMMANDS = st.one_of(
-    st.tuples(st.just("commit")),
-    st.tuples(st.just("promote"), env, version),
-    ROLLOUT,
-    ROLLOUT,
-    ROLLOUT,
-    st.tuples(st.just("adjust"), env, share),
-    st.tuples(st.just("adjust"), env, share),
-    st.tuples(st.just("complete"), env),
-    st.tuples(st.just("abort"), env),
-    st.tuples(st.just("rollback"), env, st.one_of(st.none(), version)),
-    PIN,
-    PIN,
-    st.tuples(st.just("unpin"), st.sampled_from(["t1", "t2"]), env),
-    st.tuples(st.just("archive"), st.sampled_from([0, 30])),
-    WAIT,
-    WAIT,
-)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def content(text: str) -> dict[str, Any]:
-    return {"type": "text", "text": text, "model": {"provider": "anthropic", "name": MODEL}}
-
-
-def run(app: PromptRecord, clock: Clock, ws: str, command: tuple[Any, ...]) -> None:
-    kind, *args = command
-    calls = {
-        "commit": lambda: app.commit_version(ws, BOT, content(f"v{clock.now}"), ACTOR),
-        "promote": lambda e, v: app.promote(ws, BOT, e, v, ACTOR),
-        "rollout": lambda e, v, s, k: app.start_rollout(ws, BOT, e, v, s, ACTOR, key_by=k),
-        "adjust": lambda e, s: app.adjust_rollout(ws, BOT, e, s, ACTOR),
-        "complete": lambda e: app.complete_rollout(ws, BOT, e, ACTOR),
-        "abort": lambda e: app.abort_rollout(ws, BOT, e, ACTOR),
-        "rollback": lambda e, v: app.rollback(ws, BOT, e, "test", ACTOR, to_version=v),
-        "pin": lambda t, e, v, ttl: app.pin(ws, t, BOT, e, v, ACTOR, ttl_seconds=ttl),
-        "unpin": lambda t, e: app.unpin(ws, t, BOT, e, ACTOR),
-    }
-    if kind == "wait":
-        clock.now += timedelta(seconds=args[0])
-        return
-    if kind == "archive":  # archived for a while, then served again: later commands still work
-        app.archive(ws, BOT, "test", ACTOR, None)
-        clock.now += timedelta(seconds=args[0])
-        app.unarchive(ws, BOT, "test", ACTOR, None)
-        note(f"{clock.now:%H:%M:%S} archived for {args[0]}s")
-        return
-    try:
-        calls[kind](*args)
-        note(f"{clock.now:%H:%M:%S} {command}")
-    except DomainError as refused:
-        note(f"{clock.now:%H:%M:%S} {command} refused: {refused.code}")
 
 
 def from_views(store: ViewStore, ws: str, environment: str, tenant: str | None, t: datetime):
@@ -157,16 +79,6 @@ def sample_times(events: list[tuple[int, Any]]) -> list[datetime]:
     return sorted(times)
 
 
-@pytest.fixture
-def world(backend: Settings) -> Iterator[tuple[PromptRecord, Clock, ViewStore]]:
-    clock = Clock()
-    app = PromptRecord(env={**backend.eventsourcing_env(), **SMALL_POOL}, clock=clock)
-    try:
-        yield app, clock, open_view_store(app)
-    finally:
-        app.close()
-
-
 def test_intervals_agree_with_resolve_at_sampled_times(
     world: tuple[PromptRecord, Clock, ViewStore],
 ) -> None:
@@ -181,16 +93,8 @@ def test_intervals_agree_with_resolve_at_sampled_times(
     @given(st.lists(COMMANDS, min_size=1, max_size=25))
     def check(commands: list[tuple[Any, ...]]) -> None:
         ws = f"w{next(workspaces)}"
-        clock.now = START
         begin = app.recorder.max_notification_id() or 0
-        app.create_workspace(ws, environments=list(ENVS))
-        app.create_prompt(ws, ACTOR, name=BOT, content=content("v1"))
-        app.commit_version(ws, BOT, content("v2"), ACTOR)
-        app.commit_version(ws, BOT, content("v3"), ACTOR)
-        for environment in ENVS:
-            app.promote(ws, BOT, environment, 1, ACTOR)
-        for command in commands:
-            run(app, clock, ws, command)
+        history(app, clock, ws, commands, promoted=ENVS)
         events = list(app.read_events(begin, 10_000))
         store.apply(store.position(), events)
 

@@ -132,8 +132,8 @@ def get_deployment(
 ) -> DeploymentOut:
     require_environment(views, caller.workspace, environment)
     require_prompt(views, caller.workspace, name)
-    detail = views.deployment_detail(caller.workspace, name, environment)
-    if detail is None:
+    found = views.deployments(caller.workspace, name, environment)
+    if not found:
         return DeploymentOut(
             environment=environment,
             serving=None,
@@ -142,18 +142,19 @@ def get_deployment(
             past_requests=[],
             revision=None,
         )
+    detail = found[0]
     response.headers["ETag"] = etag(detail.revision)
     requests = [
         promotion_request_out(r)
         for r in views.promotion_requests(caller.workspace, name, environment, limit=10_000)
     ]
+    split = detail.rollout
     rollout = None
-    if detail.rollout is not None:
-        split = {k: v for k, v in detail.rollout.items() if k != "event_id"}
-        rollout = RolloutState(**split, started_at=detail.rollout_started_at)
+    if split is not None:
+        rollout = RolloutState(**asdict(split), started_at=detail.rollout_started_at)
     return DeploymentOut(
         environment=environment,
-        serving=detail.serving,
+        serving=detail.serving_version,
         rollout=rollout,
         stack=list(detail.stack),
         pending_requests=[r for r in requests if r.status == "pending"],

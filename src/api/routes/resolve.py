@@ -14,13 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from promptrecord.api.deps import Caller, PromptName, Runtime, ServicesDep, requires
 from promptrecord.api.problems import problem, problem_responses
 from promptrecord.api.schemas import CONTENT_EXAMPLE, JsonObject, RequestBody, Text
-from promptrecord.domain.errors import Conflict, NotFound
+from promptrecord.domain.errors import NotFound
 from promptrecord.domain.resolution import (
     Resolution,
     ResolutionState,
     RolloutDecision,
     VersionView,
     resolve,
+    servable_prompt,
 )
 from promptrecord.domain.templates import render
 from promptrecord.projections.live import LiveState
@@ -384,19 +385,7 @@ async def resolve_prompt(
 
 
 def _version_for(state: ResolutionState, caller: Caller, name: str, number: int) -> VersionView:
-    prompt = state.prompts.get((caller.workspace, name))
-    if prompt is None:
-        raise NotFound(
-            f"prompt {name!r} does not exist in this workspace",
-            field="name",
-            code="prompt_not_found",
-        )
-    if prompt.archived:
-        raise Conflict(
-            f"prompt {name!r} is archived and cannot be served; unarchive it to serve it again",
-            code="prompt_archived",
-        )
-    version = prompt.versions.get(number)
+    version = servable_prompt(state, caller.workspace, name).versions.get(number)
     if version is None:
         raise NotFound(
             f"prompt {name!r} has no version {number}",

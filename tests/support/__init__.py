@@ -1,0 +1,1 @@
+"""Code the test modules share (on pytest's `pythonpath`, as `support`)."""
