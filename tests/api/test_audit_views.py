@@ -6,15 +6,14 @@ so each test decides how far they have got.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+from support.cli import run_verify
 
-from promptrecord.api import cli_verify
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import Actor
 from promptrecord.projections.folding_history import DEPLOYMENT_INTERVALS
@@ -100,16 +99,6 @@ def app(backend: Settings) -> Iterator[PromptRecord]:
         yield application
     finally:
         application.close()
-
-
-def run_verify(settings: Settings, monkeypatch: pytest.MonkeyPatch, *extra: str) -> int:
-    parser = argparse.ArgumentParser(prog="promptrecord")
-    cli_verify.register(parser.add_subparsers(dest="command", required=True))
-    if settings.database_schema:
-        monkeypatch.setenv("PROMPTRECORD_DATABASE_SCHEMA", settings.database_schema)
-    args = parser.parse_args(["verify", "--database-url", settings.database_url, *extra])
-    code: int = args.handler(args)
-    return code
 
 
 def test_verify_finds_views_equal_to_replay(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sqlite3
@@ -19,6 +18,7 @@ from eventsourcing.persistence import IntegrityError
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
+from support.cli import run_verify
 
 from promptrecord.api import cli_verify
 from promptrecord.domain.application import PromptRecord
@@ -341,23 +341,13 @@ def test_postgres_snapshots_stay_writable_and_triggers_are_made_once(
 # --- the command line ----------------------------------------------------------------------
 
 
-def run_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, *extra: str) -> int:
-    parser = argparse.ArgumentParser(prog="promptrecord")
-    cli_verify.register(parser.add_subparsers(dest="command", required=True))
-    if settings.database_schema:
-        monkeypatch.setenv("PROMPTRECORD_DATABASE_SCHEMA", settings.database_schema)
-    args = parser.parse_args(["verify", "--database-url", settings.database_url, *extra])
-    code: int = args.handler(args)
-    return code
-
-
 def test_cli_exits_0_on_an_intact_log(
     app: PromptRecord,
     backend: Settings,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert run_cli(backend, monkeypatch) == 0
+    assert run_verify(backend, monkeypatch) == 0
     out = capsys.readouterr().out
     assert "verified 13 events of 5 aggregates" in out
     assert out.rstrip().endswith("intact")
@@ -371,12 +361,12 @@ def test_cli_exits_1_and_names_each_problem(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     stored.edit(SUPPORT_BOT, 2, message="rewritten")
-    assert run_cli(backend, monkeypatch) == 1
+    assert run_verify(backend, monkeypatch) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("1 problem(s) found")
     assert lines[1].split()[0] == "edited"
     assert "Version 2 of prompt 'support-bot' (workspace 'acme')" in lines[1]
-    assert run_cli(backend, monkeypatch, "--json") == 1
+    assert run_verify(backend, monkeypatch, "--json") == 1
     report = json.loads(capsys.readouterr().out)
     assert report["intact"] is False
     assert report["events_checked"] == 13
@@ -389,7 +379,7 @@ def test_cli_exits_2_when_there_is_no_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = Settings(database_url=f"sqlite:///{tmp_path}/missing.db")
-    assert run_cli(missing, monkeypatch) == 2
+    assert run_verify(missing, monkeypatch) == 2
     assert "no database at" in capsys.readouterr().err
     assert not (tmp_path / "missing.db").exists()
 
@@ -399,7 +389,7 @@ def test_cli_exits_2_when_postgres_is_unreachable(
 ) -> None:
     monkeypatch.setattr(cli_verify, "CONNECT_TIMEOUT", 1)
     unreachable = Settings(database_url="postgresql://nobody@127.0.0.1:9/none")
-    assert run_cli(unreachable, monkeypatch) == 2
+    assert run_verify(unreachable, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "cannot read the event log in PostgreSQL 127.0.0.1:9/none" in err
 
