@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
-from uuid import UUID
+from datetime import datetime, timedelta
+from typing import Any
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
-
-from promptrecord.domain.base import SYSTEM, Actor, ChainedAggregate
+from promptrecord.domain.app_base import CommandResult, utcnow
+from promptrecord.domain.base import SYSTEM, Actor
 from promptrecord.domain.content import (
     content_hash,
     content_warnings,
@@ -23,6 +16,7 @@ from promptrecord.domain.content import (
 )
 from promptrecord.domain.deployment import Deployment, check_key_by, check_share
 from promptrecord.domain.errors import Conflict, InvalidInput, NotFound
+from promptrecord.domain.eval_commands import EvalCommands
 from promptrecord.domain.keys import KeyToken, hash_secret, new_token
 from promptrecord.domain.pin import TenantPin, check_tenant
 from promptrecord.domain.policy import DEFAULT_ENVIRONMENTS, EnvironmentPolicy
@@ -30,98 +24,13 @@ from promptrecord.domain.prompt import Prompt, check_name, name_from_title
 from promptrecord.domain.templates import check_templates, extract_variables
 from promptrecord.domain.workspace import Workspace, check_environments, check_slug
 
-A = TypeVar("A", bound=ChainedAggregate)
+__all__ = ["CommandResult", "PromptRecord", "utcnow"]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """What a command did: the log position it wrote (None if nothing), the aggregate revision."""
-
-    position: int | None
-    revision: int
-    value: Any = None
-
-
-class PromptRecord(Application[UUID]):
-    """Commands on workspaces, prompts, deployments and pins. Reads go through aggregates."""
-
-    name = "PromptRecord"
-
-    def __init__(
-        self,
-        env: Mapping[str, str] | None = None,
-        clock: Callable[[], datetime] = utcnow,
-        snapshot_interval: int = 50,
-    ) -> None:
-        # Per instance, so a deployment can tune the interval from its settings.
-        self.snapshotting_intervals = {  # type: ignore[misc]
-            Workspace: snapshot_interval,
-            Prompt: snapshot_interval,
-            Deployment: snapshot_interval,
-            TenantPin: snapshot_interval,
-        }
-        super().__init__(env)
-        self.clock = clock
-        # The highest log position a command of this instance wrote: what this process's
-        # reads must wait for to see its own writes.
-        self.written = 0
-        self._written_lock = threading.Lock()
-
-    # --- plumbing ----------------------------------------------------------------------------
-
-    def _get(self, cls: type[A], aggregate_id: UUID, missing: NotFound, copy: bool = True) -> A:
-        """Load an aggregate. With `copy=False` it is the cache's own object: commands use
-        that to read other aggregates cheaply, and must neither change nor keep it."""
-        try:
-            aggregate: Any = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
-        except AggregateNotFoundError:
-            raise missing from None
-        assert isinstance(aggregate, cls)
-        return aggregate
-
-    def _find(self, aggregate_id: UUID) -> Any | None:
-        try:
-            return self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-
-    def _commit(self, *aggregates: ChainedAggregate, value: Any = None) -> CommandResult:
-        try:
-            recordings = self.save(*aggregates)
-        except IntegrityError:
-            raise Conflict(
-                "someone else changed this at the same moment; reload and retry",
-                code="concurrent_change",
-            ) from None
-        position = recordings[-1].notification.id if recordings else None
-        if position is not None:
-            with self._written_lock:
-                self.written = max(self.written, position)
-        return CommandResult(position, aggregates[-1].version if aggregates else 0, value)
-
-    @staticmethod
-    def _expect(aggregate: ChainedAggregate, expected_revision: int | None, what: str) -> None:
-        if expected_revision is not None and aggregate.version != expected_revision:
-            raise Conflict(
-                f"{what} is at revision {aggregate.version}, not {expected_revision}: it changed "
-                "since you read it; reload and retry",
-                code="stale_revision",
-                current_revision=aggregate.version,
-            )
+class PromptRecord(EvalCommands):
+    """Commands on workspaces, prompts, deployments, pins, datasets and eval runs."""
 
     # --- workspaces and keys -----------------------------------------------------------------
-
-    def workspace(self, slug: str, copy: bool = True) -> Workspace:
-        return self._get(
-            Workspace,
-            Workspace.create_id(slug),
-            NotFound(f"workspace {slug!r} does not exist", code="workspace_not_found"),
-            copy,
-        )
 
     def create_workspace(
         self, slug: str, name: str = "", environments: list[str] | None = None
@@ -218,18 +127,6 @@ class PromptRecord(Application[UUID]):
         return self._commit(ws)
 
     # --- prompts and versions ----------------------------------------------------------------
-
-    def prompt(self, workspace: str, name: str, copy: bool = True) -> Prompt:
-        return self._get(
-            Prompt,
-            Prompt.create_id(workspace, name),
-            NotFound(
-                f"prompt {name!r} does not exist in this workspace",
-                field="name",
-                code="prompt_not_found",
-            ),
-            copy,
-        )
 
     def _prepare(self, raw: Any) -> tuple[dict[str, Any], str, list[str], list[str]]:
         content = normalise_content(raw)
@@ -368,11 +265,6 @@ class PromptRecord(Application[UUID]):
 
     # --- deployments -------------------------------------------------------------------------
 
-    def deployment(self, workspace: str, name: str, environment: str) -> Deployment | None:
-        found = self._find(Deployment.create_id(workspace, name, environment))
-        assert found is None or isinstance(found, Deployment)
-        return found
-
     def _deployment_for(
         self, ws: Workspace, prompt: Prompt, environment: str, actor: Actor
     ) -> Deployment:
@@ -486,6 +378,11 @@ class PromptRecord(Application[UUID]):
         self._expect(deployment, expected_revision, f"deployment of {name!r} in {environment}")
         self._servable(ws, prompt, environment, version)
         policy = ws.policy(environment)
+        # A rollout may start without a gate (the canary is itself the test); promoting, or
+        # completing the rollout, needs one.
+        gate = None
+        if mode == "promote":
+            gate = self.gate_for(ws, name, environment, version, deployment.serving)
         now = self.clock()
         if policy.required_approvals > 0:
             request_id = uuid.uuid4().hex[:12]
@@ -498,10 +395,11 @@ class PromptRecord(Application[UUID]):
                 reason,
                 actor.as_dict(),
                 now,
+                gate,
             )
             value = {"status": "pending_approval", "request_id": request_id}
             return self._commit(deployment, value=value)
-        self._execute(deployment, version, mode, rollout, None, reason, actor, now)
+        self._execute(deployment, version, mode, rollout, None, reason, actor, now, gate)
         return self._commit(deployment, value={"status": _done(mode)})
 
     @staticmethod
@@ -514,6 +412,7 @@ class PromptRecord(Application[UUID]):
         reason: str,
         actor: Actor,
         now: datetime,
+        gate: dict[str, Any] | None = None,
     ) -> None:
         if mode == "rollout":
             assert rollout is not None
@@ -528,7 +427,7 @@ class PromptRecord(Application[UUID]):
                 now,
             )
         else:
-            deployment.promote(version, request_id, reason, actor.as_dict(), now)
+            deployment.promote(version, request_id, reason, actor.as_dict(), now, gate)
 
     def _existing_deployment(self, workspace: str, name: str, environment: str) -> Deployment:
         self.workspace(workspace, copy=False).require_environment(environment)
@@ -566,6 +465,9 @@ class PromptRecord(Application[UUID]):
         status = "pending_approval"
         if ready:
             self._servable(ws, prompt, environment, request["version"])
+            gate = None
+            if request["mode"] == "promote":  # checked again: what serves may have changed
+                gate = self.gate_for(ws, name, environment, request["version"], deployment.serving)
             self._execute(
                 deployment,
                 request["version"],
@@ -575,6 +477,7 @@ class PromptRecord(Application[UUID]):
                 request["reason"],
                 actor,
                 now,
+                gate,
             )
             status = _done(request["mode"])
         approvals = len(deployment.requests[request_id]["approvals"])
@@ -624,9 +527,13 @@ class PromptRecord(Application[UUID]):
         prompt = self.prompt(workspace, name, copy=False)
         deployment = self._existing_deployment(workspace, name, environment)
         self._expect(deployment, expected_revision, f"deployment of {name!r} in {environment}")
+        gate = None
         if deployment.rollout is not None:
-            self._servable(ws, prompt, environment, int(deployment.rollout["candidate"]))
-        version = deployment.complete_rollout(reason, actor.as_dict(), self.clock())
+            candidate = int(deployment.rollout["candidate"])
+            self._servable(ws, prompt, environment, candidate)
+            baseline = int(deployment.rollout["baseline"])
+            gate = self.gate_for(ws, name, environment, candidate, baseline)
+        version = deployment.complete_rollout(reason, actor.as_dict(), self.clock(), gate)
         return self._commit(deployment, value={"status": "promoted", "version": version})
 
     def abort_rollout(
@@ -745,26 +652,6 @@ class PromptRecord(Application[UUID]):
         self._expect(pin, expected_revision, f"pin of {tenant!r}")
         pin.unpin(reason, actor.as_dict(), self.clock())
         return self._commit(pin)
-
-    # --- the log -----------------------------------------------------------------------------
-
-    def read_events(self, after: int, limit: int = 500) -> Iterator[tuple[int, Any]]:
-        """Domain events after log position `after`, with their positions, oldest first."""
-        notifications = self.recorder.select_notifications(
-            start=after, limit=limit, inclusive_of_start=False
-        )
-        for notification in notifications:
-            yield notification.id, self.mapper.to_domain_event(notification)
-
-    @contextmanager
-    def frozen_clock(self, at: datetime) -> Iterator[None]:
-        """Run commands as if at `at` (for demos, imports of history and tests)."""
-        saved = self.clock
-        self.clock = lambda: at
-        try:
-            yield
-        finally:
-            self.clock = saved
 
 
 def _done(mode: str) -> str:

@@ -97,7 +97,9 @@ class Deployment(ChainedAggregate):
         reason: str,
         actor: dict[str, Any],
         timestamp: datetime,
+        gate: dict[str, Any] | None = None,
     ) -> None:
+        """`gate` is the eval verdict a `require_gate` policy found, for approvers to see."""
         if mode == "promote":
             self._require_no_rollout("promote")
         for other in self.requests.values():
@@ -108,7 +110,7 @@ class Deployment(ChainedAggregate):
                     request_id=other["request_id"],
                 )
         self._promotion_requested(
-            request_id, version, mode, rollout, required_approvals, reason, actor, timestamp
+            request_id, version, mode, rollout, required_approvals, reason, actor, timestamp, gate
         )
 
     @event("PromotionRequested")
@@ -122,6 +124,7 @@ class Deployment(ChainedAggregate):
         reason: str,
         actor: dict[str, Any],
         timestamp: datetime,
+        gate: dict[str, Any] | None = None,
     ) -> None:
         self.requests[request_id] = {
             "request_id": request_id,
@@ -134,6 +137,7 @@ class Deployment(ChainedAggregate):
             "approvals": [],
             "status": "pending",
             "requested_at": timestamp,
+            "gate": gate,
         }
 
     def pending_request(self, request_id: str) -> dict[str, Any]:
@@ -206,6 +210,7 @@ class Deployment(ChainedAggregate):
         reason: str,
         actor: dict[str, Any],
         timestamp: datetime,
+        gate: dict[str, Any] | None = None,
     ) -> None:
         self._require_no_rollout("promote")
         if version == self.serving:
@@ -213,7 +218,7 @@ class Deployment(ChainedAggregate):
                 f"version {version} already serves {self.prompt!r} in {self.environment}",
                 code="already_serving",
             )
-        self._promoted(version, self.serving, request_id, reason, actor, timestamp)
+        self._promoted(version, self.serving, request_id, reason, actor, timestamp, gate)
 
     @event("Promoted")
     def _promoted(
@@ -224,6 +229,7 @@ class Deployment(ChainedAggregate):
         reason: str,
         actor: dict[str, Any],
         timestamp: datetime,
+        gate: dict[str, Any] | None = None,
     ) -> None:
         self.stack = [*self.stack, version]
         if version not in self.ever_served:
@@ -319,10 +325,16 @@ class Deployment(ChainedAggregate):
         assert self.rollout is not None
         self.rollout = {**self.rollout, "share": share}
 
-    def complete_rollout(self, reason: str, actor: dict[str, Any], timestamp: datetime) -> int:
+    def complete_rollout(
+        self,
+        reason: str,
+        actor: dict[str, Any],
+        timestamp: datetime,
+        gate: dict[str, Any] | None = None,
+    ) -> int:
         rollout = self._active_rollout()
         self._rollout_completed(
-            rollout["rollout_id"], rollout["candidate"], reason, actor, timestamp
+            rollout["rollout_id"], rollout["candidate"], reason, actor, timestamp, gate
         )
         return int(rollout["candidate"])
 
@@ -334,6 +346,7 @@ class Deployment(ChainedAggregate):
         reason: str,
         actor: dict[str, Any],
         timestamp: datetime,
+        gate: dict[str, Any] | None = None,
     ) -> None:
         self.rollout = None
         self.stack = [*self.stack, version]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -10,6 +11,7 @@ from promptrecord.domain.errors import InvalidInput
 DEFAULT_ENVIRONMENTS = ("development", "staging", "production")
 ROLES = ("viewer", "runtime", "editor", "deployer", "admin")
 MAX_PIN_TTL_SECONDS = 10 * 365 * 24 * 3600
+GATE_DATASET = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # a dataset name
 
 
 def role_rank(role: str) -> int:
@@ -25,6 +27,9 @@ class EnvironmentPolicy:
     require_previous_environment: the version must have served the environment before this one.
     refuse_floating_models: refuse versions whose model name floats (`*-latest`, undated alias).
     pin_default_ttl_seconds / pin_max_ttl_seconds: tenant pin expiry default and ceiling.
+    require_gate: a promotion (and a rollout's completion) needs the newest completed eval run
+        of the candidate against the version the environment serves, on `gate_dataset`, to
+        have passed.
     """
 
     required_approvals: int = 0
@@ -33,6 +38,8 @@ class EnvironmentPolicy:
     refuse_floating_models: bool = False
     pin_default_ttl_seconds: int = 7 * 24 * 3600
     pin_max_ttl_seconds: int = 90 * 24 * 3600
+    require_gate: bool = False
+    gate_dataset: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +72,17 @@ class EnvironmentPolicy:
             raise InvalidInput(
                 f"pin_max_ttl_seconds must be at most {MAX_PIN_TTL_SECONDS} (ten years)",
                 field="policy.pin_max_ttl_seconds",
+            )
+        if self.require_gate and not self.gate_dataset:
+            raise InvalidInput(
+                "require_gate needs gate_dataset: the dataset a passing eval run must use",
+                field="policy.gate_dataset",
+            )
+        if self.gate_dataset is not None and not GATE_DATASET.match(self.gate_dataset):
+            raise InvalidInput(
+                f"gate_dataset {self.gate_dataset!r} is not a dataset name "
+                f"({GATE_DATASET.pattern})",
+                field="policy.gate_dataset",
             )
         if self.pin_max_ttl_seconds < self.pin_default_ttl_seconds:
             raise InvalidInput(
