@@ -104,7 +104,7 @@ class EvalCommands(CommandBase):
         check_run_id(run_id)
         return self._get(
             EvalRun,
-            EvalRun.new_id(workspace, run_id),
+            EvalRun.create_id(workspace, run_id),
             NotFound(f"eval run {run_id!r} does not exist", field="run_id", code="run_not_found"),
             copy,
         )
@@ -168,7 +168,7 @@ class EvalCommands(CommandBase):
             raise InvalidInput(f"batch_size must be between 1 and {MAX_BATCH}", field="batch_size")
         run_id = run_id or uuid.uuid4().hex
         check_run_id(run_id)
-        if self._find(EvalRun.new_id(workspace, run_id)) is not None:
+        if self._find(EvalRun.create_id(workspace, run_id)) is not None:
             raise Conflict(f"eval run {run_id} already exists", code="run_exists")
         spec = {
             "prompt": prompt,

@@ -208,8 +208,10 @@ class EvalRun(ChainedAggregate):
     """
 
     @staticmethod
-    def new_id(workspace: str, run_id: str) -> UUID:
+    def create_id(workspace: str, run_id: str) -> UUID:
         return business_id("eval_run", workspace, run_id)
+
+    new_id = create_id
 
     @event("Requested")
     def __init__(

@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from support.refusals import log_end, refused
 
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import Actor, event_digest
-from promptrecord.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from promptrecord.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from promptrecord.domain.policy import EnvironmentPolicy
 from promptrecord.domain.resolution import ResolutionState, resolve
 
@@ -24,28 +25,6 @@ WS = "acme"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def log_end(record: Any) -> int:
-    return int(record.app.recorder.max_notification_id() or 0)
-
-
-def refused(
-    record: Any,
-    error: type[DomainError],
-    code: str,
-    call: Callable[..., Any],
-    *args: Any,
-    **kwargs: Any,
-) -> DomainError:
-    """Run a command that must be refused with `error` / `code` and must write nothing."""
-    before = log_end(record)
-    with pytest.raises(error) as caught:
-        call(*args, **kwargs)
-    assert caught.value.code == code, f"{caught.value.code}: {caught.value.detail}"
-    assert caught.value.detail  # a refusal always says what is wrong
-    assert log_end(record) == before, "a refused command wrote events"
-    return caught.value
 
 
 def events_between(record: Any, after: int, upto: int) -> list[Any]:
