@@ -17,7 +17,11 @@ TEXT, INT, REAL, BOOL, JSON, TIME = "text", "int", "real", "bool", "json", "time
 
 # The aggregates whose events the views understand. Events of others (added later) are
 # tracked and otherwise left alone, so a new aggregate never stops the projector.
-KNOWN_AGGREGATES = frozenset({"Workspace", "Prompt", "Deployment", "TenantPin"})
+KNOWN_AGGREGATES = frozenset(
+    {"Workspace", "Prompt", "Deployment", "TenantPin", "Dataset", "EvalRun", "GateRecord"}
+)
+# The events that create an aggregate under another name than `Created`.
+_CREATED_AS = frozenset({"EvalRun.Requested"})
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -81,11 +85,14 @@ def cols(spec: str, type_: str, nullable: bool = False) -> tuple[Column, ...]:
 class Subject:
     """What an aggregate is about, from its Created event: the business key of its events."""
 
-    kind: str  # workspace | prompt | deployment | pin
+    kind: str  # workspace | prompt | deployment | pin | dataset | eval_run | gate
     workspace: str
     prompt: str | None = None
     environment: str | None = None
     tenant: str | None = None
+    dataset: str | None = None
+    run_id: str | None = None
+    version: int | None = None  # the candidate version an eval run or gate record is about
 
 
 SUBJECTS = Table(
@@ -93,10 +100,16 @@ SUBJECTS = Table(
     (
         Column("aggregate_id", TEXT, False),
         *cols("kind workspace", TEXT),
-        *cols("prompt environment tenant", TEXT, True),
+        *cols("prompt environment tenant dataset run_id", TEXT, True),
+        Column("version", INT),
     ),
     key=("aggregate_id",),
 )
+
+
+def creates_subject(type_name: str) -> bool:
+    """Whether events of this type (`Aggregate.Event`) create their aggregate."""
+    return type_name.endswith(".Created") or type_name in _CREATED_AS
 
 
 def subject_from_created(type_name: str, event: Any) -> Subject | None:
@@ -110,6 +123,26 @@ def subject_from_created(type_name: str, event: Any) -> Subject | None:
             return Subject("deployment", event.workspace, event.prompt, event.environment)
         case "TenantPin.Created":
             return Subject("pin", event.workspace, event.prompt, event.environment, event.tenant)
+        case "Dataset.Created":
+            return Subject("dataset", event.workspace, dataset=event.name)
+        case "EvalRun.Requested":
+            spec = event.spec
+            return Subject(
+                "eval_run",
+                event.workspace,
+                prompt=spec["prompt"],
+                dataset=spec["dataset"],
+                run_id=event.run_id,
+                version=spec["candidate"],
+            )
+        case "GateRecord.Created":
+            return Subject(
+                "gate",
+                event.workspace,
+                prompt=event.prompt,
+                dataset=event.dataset,
+                version=event.candidate,
+            )
     return None
 
 
@@ -203,3 +236,18 @@ def rollout_of(e: Any) -> Row:
         "share": e.share,
         "key_by": e.key_by,
     }
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with every NUL character in its strings replaced by U+FFFD.
+
+    Examples and model outputs are user data, and PostgreSQL stores no NUL in text or jsonb:
+    one there would stop the projector at that event for good.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nul(item) for item in value]
+    return value

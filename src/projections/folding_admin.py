@@ -127,6 +127,7 @@ PROMOTION_REQUESTS = Table(
         *cols("requester approvals", JSON),
         Column("status", TEXT, False),
         Column("requested_at", TIME, False),
+        Column("gate", JSON),  # the eval verdict a `require_gate` policy found
     ),
     key=("workspace", "prompt", "environment", "request_id"),
     indexes=(("workspace", "prompt", "environment", "number"),),
@@ -159,6 +160,8 @@ class PromotionRequestsView(View):
                     "approvals": [],
                     "status": "pending",
                     "requested_at": logged.timestamp,
+                    # Events stored before gates existed lack the attribute.
+                    "gate": getattr(e, "gate", None),
                 },
             )
             return

@@ -18,6 +18,7 @@ from promptrecord.projections.folding import (
     cols,
     require,
     rollout_of,
+    without_nul,
 )
 
 DEPLOYMENT_INTERVALS = Table(
@@ -167,6 +168,7 @@ AUDIT_LOG = Table(
         Column("version", INT),
         *cols("actor_key_id actor_key_name on_behalf_of reason", TEXT, True),
         Column("timestamp", TIME, False),
+        *cols("dataset run_id", TEXT, True),
     ),
     key=("position",),
     indexes=(("workspace", "position"), ("workspace", "prompt", "type", "timestamp")),
@@ -183,6 +185,16 @@ _VERSION_OF = {
     "Deployment.RolledBack": "to_version",
     "TenantPin.Pinned": "version",
 }
+# Eval events whose rows would only be noise (a run's progress, the gate index behind a
+# completion): the audit log keeps requests, completions and failures.
+_NOT_AUDITED = frozenset(
+    {
+        "EvalRun.Started",
+        "EvalRun.ResultsRecorded",
+        "GateRecord.Created",
+        "GateRecord.VerdictRecorded",
+    }
+)
 
 
 class AuditLogView(View):
@@ -192,9 +204,19 @@ class AuditLogView(View):
     tables = (AUDIT_LOG,)
 
     def fold(self, logged: LoggedEvent, ctx: FoldContext) -> None:
+        if logged.type in _NOT_AUDITED:
+            return
         e, s = logged.event, logged.subject
         actor: dict[str, Any] = getattr(e, "actor", None) or {}
         version_attribute = _VERSION_OF.get(logged.type)
+        version = getattr(e, version_attribute) if version_attribute else None
+        reason = getattr(e, "reason", None)
+        if s.kind == "eval_run":
+            version = s.version  # the candidate
+            if logged.type == "EvalRun.Requested":
+                reason = e.spec.get("reason")
+            elif logged.type == "EvalRun.Failed":
+                reason = f"{e.code}: {e.detail}"
         ctx.put(
             AUDIT_LOG,
             {
@@ -205,11 +227,13 @@ class AuditLogView(View):
                 "prompt": s.prompt,
                 "environment": s.environment,
                 "tenant": s.tenant,
-                "version": getattr(e, version_attribute) if version_attribute else None,
+                "version": version,
                 "actor_key_id": actor.get("key_id"),
                 "actor_key_name": actor.get("key_name"),
                 "on_behalf_of": actor.get("on_behalf_of"),
-                "reason": getattr(e, "reason", None) or None,
+                "reason": without_nul(reason) or None,
                 "timestamp": logged.timestamp,
+                "dataset": s.dataset,
+                "run_id": s.run_id,
             },
         )

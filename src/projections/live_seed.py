@@ -37,7 +37,9 @@ def seed_state(store: ViewStore) -> ResolutionState | None:
     with store.snapshot() as snapshot:
         state = ResolutionState(position=snapshot.position())
         for row in snapshot.rows(SUBJECTS):
-            parts = _SUBJECT_PARTS[row["kind"]]
+            parts = _SUBJECT_PARTS.get(row["kind"])
+            if parts is None:
+                continue  # datasets, eval runs, gate records: nothing `resolve` reads
             state._subjects[UUID(row["aggregate_id"])] = tuple(row[name] for name in parts)
         for row in snapshot.rows(WORKSPACES):
             state.workspaces[row["slug"]] = WorkspaceView(row["slug"], row["environments"])

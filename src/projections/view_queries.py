@@ -14,6 +14,13 @@ from promptrecord.projections.folding_admin import (
     PROMOTION_REQUESTS,
     WORKSPACES,
 )
+from promptrecord.projections.folding_evals import (
+    DATASET_EXAMPLES,
+    DATASET_VERSIONS,
+    DATASETS,
+    EVAL_RESULTS,
+    EVAL_RUNS,
+)
 from promptrecord.projections.folding_history import AUDIT_LOG, DEPLOYMENT_INTERVALS, PIN_INTERVALS
 from promptrecord.projections.folding_state import CATALOG, DEPLOYMENTS, PINS, VERSIONS
 from promptrecord.projections.views import (
@@ -22,7 +29,12 @@ from promptrecord.projections.views import (
     CatalogEntry,
     CurrentDeployment,
     CurrentPin,
+    DatasetEntry,
+    DatasetVersionEntry,
     DeploymentInterval,
+    EvalResultEntry,
+    EvalRunEntry,
+    ExampleEntry,
     PinInterval,
     PromotionRequestEntry,
     RolloutSplit,
@@ -38,6 +50,9 @@ if TYPE_CHECKING:
 # Newest first: the interval in force at a time is the last one to open at or before it.
 _NEWEST = ' ORDER BY "valid_from" DESC, "position" DESC LIMIT 1'
 _OLDEST = ' ORDER BY "valid_from", "position"'
+# The result flags `eval_results(only=...)` filters on (each a column of EVAL_RESULTS).
+RESULT_FILTERS = ("regressed", "improved", "errored")
+UNFINISHED = ("requested", "running")
 
 
 class ViewQueries(ViewStore):
@@ -273,6 +288,100 @@ class ViewQueries(ViewStore):
             ' ORDER BY "number" LIMIT ?',
         )
         return [PromotionRequestEntry(**row) for row in rows]
+
+    # --- datasets and eval runs ----------------------------------------------------------------
+
+    def datasets(
+        self, workspace: str, limit: int = 100, after: str | None = None
+    ) -> list[DatasetEntry]:
+        rows = self._query(
+            DATASETS,
+            ['"workspace" = ?', '"name" > ?'],
+            [workspace, after or "", limit],
+            ' ORDER BY "name" LIMIT ?',
+        )
+        return [DatasetEntry(**row) for row in rows]
+
+    def dataset(self, workspace: str, name: str) -> DatasetEntry | None:
+        rows = self._query(DATASETS, ['"workspace" = ?', '"name" = ?'], [workspace, name])
+        return DatasetEntry(**rows[0]) if rows else None
+
+    def dataset_versions(self, workspace: str, name: str) -> list[DatasetVersionEntry]:
+        rows = self._query(
+            DATASET_VERSIONS,
+            ['"workspace" = ?', '"name" = ?'],
+            [workspace, name],
+            ' ORDER BY "version"',
+        )
+        return [DatasetVersionEntry(**row) for row in rows]
+
+    def dataset_examples(
+        self, workspace: str, name: str, version: int, after: int = 0, limit: int = 100
+    ) -> list[ExampleEntry]:
+        # Version N is the first `count` examples: no count (no such version), no rows.
+        count = (
+            f'(SELECT "count" FROM {self._qualified(DATASET_VERSIONS.full_name)} '
+            'WHERE "workspace" = ? AND "name" = ? AND "version" = ?)'
+        )
+        rows = self._query(
+            DATASET_EXAMPLES,
+            ['"workspace" = ?', '"name" = ?', '"ordinal" > ?', f'"ordinal" <= {count}'],
+            [workspace, name, after, workspace, name, version, limit],
+            ' ORDER BY "ordinal" LIMIT ?',
+        )
+        return [ExampleEntry(**row) for row in rows]
+
+    def eval_runs(
+        self,
+        workspace: str,
+        prompt: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[EvalRunEntry]:
+        where, params = ['"workspace" = ?'], list[Any]([workspace])
+        self._match(where, params, prompt=prompt, status=status)
+        if before is not None:
+            where.append('"position" < ?')
+            params.append(before)
+        rows = self._query(EVAL_RUNS, where, [*params, limit], ' ORDER BY "position" DESC LIMIT ?')
+        return [EvalRunEntry(**row) for row in rows]
+
+    def eval_run(self, workspace: str, run_id: str) -> EvalRunEntry | None:
+        rows = self._query(EVAL_RUNS, ['"workspace" = ?', '"run_id" = ?'], [workspace, run_id])
+        return EvalRunEntry(**rows[0]) if rows else None
+
+    def eval_results(
+        self,
+        workspace: str,
+        run_id: str,
+        after: int = 0,
+        limit: int = 100,
+        only: str | None = None,
+    ) -> list[EvalResultEntry]:
+        where = ['"workspace" = ?', '"run_id" = ?', '"ordinal" > ?']
+        if only is not None:
+            if only not in RESULT_FILTERS:
+                msg = f"only must be one of {', '.join(RESULT_FILTERS)}, not {only!r}"
+                raise ValueError(msg)
+            where.append(f'"{only}" = ?')
+        flag = [True] if only is not None else []
+        rows = self._query(
+            EVAL_RESULTS,
+            where,
+            [workspace, run_id, after, *flag, limit],
+            ' ORDER BY "ordinal" LIMIT ?',
+        )
+        return [EvalResultEntry(**row) for row in rows]
+
+    def unfinished_eval_runs(self, limit: int = 1000) -> list[EvalRunEntry]:
+        rows = self._query(
+            EVAL_RUNS,
+            [f'"status" IN ({", ".join("?" for _ in UNFINISHED)})'],
+            [*UNFINISHED, limit],
+            ' ORDER BY "position" LIMIT ?',
+        )
+        return [EvalRunEntry(**row) for row in rows]
 
     @property
     @abstractmethod

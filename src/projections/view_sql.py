@@ -26,6 +26,7 @@ from promptrecord.projections.folding import (
     Table,
     View,
     ViewInconsistent,
+    creates_subject,
     subject_from_created,
     tuple_getter,
 )
@@ -220,6 +221,10 @@ class SqlViewStore(ViewQueries):
                     for statement in self._ddl(table):
                         sql.run(statement)
                 self._write_meta(sql, [name])
+        if SUBJECTS_VIEW in outdated:
+            # Every view folds through the subjects: with theirs from another release (or
+            # lacking aggregates the views now know), all of them are refolded.
+            outdated = [*self._view_tables()]
         self.outdated = tuple(outdated)
 
     def _write_meta(self, sql: Sql, names: Sequence[str]) -> None:
@@ -378,6 +383,8 @@ class SqlViewStore(ViewQueries):
         names: Sequence[str] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> RebuildReport:
+        if names and SUBJECTS_VIEW in names:
+            names = None  # the subjects are rebuilt only with every view
         chosen = self.choose(names)
         everything = len(chosen) == len(self.views)
         rebuilt = [view.name for view in chosen] + ([SUBJECTS_VIEW] if everything else [])
@@ -470,8 +477,8 @@ def _cycles_collected_after() -> Iterator[None]:
 def _event_type(cls: type) -> tuple[str, bool, bool]:
     """An event class's name, whether the views know its aggregate, whether it creates one."""
     name = cls.__qualname__
-    aggregate, _, event = name.partition(".")
-    return name, aggregate in KNOWN_AGGREGATES, event == "Created"
+    aggregate = name.partition(".")[0]
+    return name, aggregate in KNOWN_AGGREGATES, creates_subject(name)
 
 
 def _now() -> datetime:

@@ -17,6 +17,7 @@ from promptrecord.projections.folding_admin import (
     PromotionRequestsView,
     WorkspacesView,
 )
+from promptrecord.projections.folding_evals import DatasetsView, EvalRunsView
 from promptrecord.projections.folding_history import (
     AuditLogView,
     DeploymentIntervalsView,
@@ -39,7 +40,12 @@ __all__ = [
     "CatalogEntry",
     "CurrentDeployment",
     "CurrentPin",
+    "DatasetEntry",
+    "DatasetVersionEntry",
     "DeploymentInterval",
+    "EvalResultEntry",
+    "EvalRunEntry",
+    "ExampleEntry",
     "PinInterval",
     "PositionMoved",
     "PromotionRequestEntry",
@@ -69,6 +75,8 @@ def default_views() -> tuple[View, ...]:
         WorkspacesView(),
         ApiKeysView(),
         PromotionRequestsView(),
+        DatasetsView(),
+        EvalRunsView(),
     )
 
 
@@ -200,6 +208,8 @@ class AuditEntry:
     on_behalf_of: str | None
     reason: str | None
     timestamp: datetime
+    dataset: str | None = None  # of dataset and eval run events
+    run_id: str | None = None  # of eval run events
 
 
 @dataclass(frozen=True)
@@ -244,6 +254,89 @@ class PromotionRequestEntry:
     approvals: list[dict[str, Any]]
     status: str
     requested_at: datetime
+    gate: dict[str, Any] | None = None  # the eval verdict a `require_gate` policy found
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    workspace: str
+    name: str
+    description: str
+    latest_version: int  # 0 until the first examples are appended
+    example_count: int
+    created_by: dict[str, Any]  # the actor
+    created_at: datetime
+    updated_at: datetime
+    revision: int
+
+
+@dataclass(frozen=True)
+class DatasetVersionEntry:
+    workspace: str
+    name: str
+    version: int
+    count: int  # examples in this version: every earlier one too
+    added: int
+    digest: str
+    message: str
+    actor: dict[str, Any]
+    created_at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True)
+class ExampleEntry:
+    workspace: str
+    name: str
+    ordinal: int  # 1.. in order of append
+    example_id: str
+    inputs: dict[str, Any]
+    reference: str | None
+    tags: list[str]
+    version: int  # the dataset version that added it
+
+
+@dataclass(frozen=True)
+class EvalRunEntry:
+    workspace: str
+    run_id: str
+    prompt: str
+    candidate: int
+    baseline: int
+    against: str | None
+    dataset: str
+    dataset_version: int
+    example_count: int
+    recorded: int
+    status: str  # requested | running | completed | failed
+    attempts: int
+    passed: bool | None  # None until completed
+    verdict: dict[str, Any] | None  # None until completed
+    error: dict[str, Any] | None  # {code, detail} once failed
+    spec: dict[str, Any]
+    requested_by: dict[str, Any]
+    requested_at: datetime
+    started_at: datetime | None  # of the latest attempt
+    updated_at: datetime
+    completed_at: datetime | None  # when it finished: completed or failed
+    position: int  # of its Requested event: the cursor of `eval_runs`
+    candidate_correct: int  # tallies of the results recorded so far
+    baseline_correct: int
+    errors: int  # results where either arm has an error
+    usage: dict[str, Any]  # {calls, input_tokens, output_tokens, cost_usd} so far
+
+
+@dataclass(frozen=True)
+class EvalResultEntry:
+    workspace: str
+    run_id: str
+    ordinal: int  # 1.. in the order results were recorded
+    example_id: str
+    candidate: dict[str, Any]  # the arm: output, correct, score, latency_ms, tokens, ...
+    baseline: dict[str, Any]
+    regressed: bool  # the baseline was correct and the candidate not
+    improved: bool  # the candidate was correct and the baseline not
+    errored: bool  # either arm has an error
 
 
 @dataclass(frozen=True)
@@ -443,6 +536,58 @@ class ViewStore(TrackingRecorder, ABC):
         self, workspace: str, prompt: str, environment: str, limit: int = 100, after: int = 0
     ) -> list[PromotionRequestEntry]:
         """Requests in the order they were made, after request number `after`."""
+
+    # --- datasets and eval runs ----------------------------------------------------------
+
+    @abstractmethod
+    def datasets(
+        self, workspace: str, limit: int = 100, after: str | None = None
+    ) -> list[DatasetEntry]:
+        """Datasets of a workspace by name, after the name `after`."""
+
+    @abstractmethod
+    def dataset(self, workspace: str, name: str) -> DatasetEntry | None: ...
+
+    @abstractmethod
+    def dataset_versions(self, workspace: str, name: str) -> list[DatasetVersionEntry]:
+        """Every version of a dataset, oldest first."""
+
+    @abstractmethod
+    def dataset_examples(
+        self, workspace: str, name: str, version: int, after: int = 0, limit: int = 100
+    ) -> list[ExampleEntry]:
+        """The examples of one dataset version by ordinal, after ordinal `after` (none
+        when the version does not exist)."""
+
+    @abstractmethod
+    def eval_runs(
+        self,
+        workspace: str,
+        prompt: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[EvalRunEntry]:
+        """Runs newest first, requested before log position `before` (None: from the newest)."""
+
+    @abstractmethod
+    def eval_run(self, workspace: str, run_id: str) -> EvalRunEntry | None: ...
+
+    @abstractmethod
+    def eval_results(
+        self,
+        workspace: str,
+        run_id: str,
+        after: int = 0,
+        limit: int = 100,
+        only: str | None = None,
+    ) -> list[EvalResultEntry]:
+        """A run's results in recording order after ordinal `after`; `only` keeps the
+        `regressed`, `improved` or `errored` ones (ValueError for anything else)."""
+
+    @abstractmethod
+    def unfinished_eval_runs(self, limit: int = 1000) -> list[EvalRunEntry]:
+        """Runs of every workspace still requested or running, oldest request first."""
 
     @abstractmethod
     def snapshot(self) -> AbstractContextManager[ViewSnapshot]:

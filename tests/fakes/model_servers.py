@@ -12,7 +12,9 @@ order; when the queue is empty `reply(body) -> str` makes a normal answer. The h
 `text`, `status`, `malformed` and `slow` build queued responses; `latency` delays every
 answer; `usage` fixes the token counts reported (otherwise they are counted from words);
 `api_key` set makes it answer 401 to requests that do not carry that key (as ``x-api-key``
-or ``Authorization: Bearer``, the two headers the Anthropic SDKs have used).
+or ``Authorization: Bearer``, the two headers the Anthropic SDKs have used). `in_flight` is
+the number of requests being answered now and `max_in_flight` the most there ever were at
+once (for tests of a client's concurrency limit).
 
 Test modules cannot import this file (pytest runs with ``--import-mode=importlib``):
 ``tests/workers/conftest.py`` loads it by path and serves it as the ``anthropic_server``
@@ -103,6 +105,8 @@ class FakeModelServer:
         self.usage: tuple[int, int] | None = None
         self.api_key: str | None = None
         self.base_url = ""  # set while serving
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._queue: deque[Scripted] = deque()
         self._lock = threading.Lock()
         self._closing = False
@@ -213,6 +217,16 @@ class FakeModelServer:
         return False
 
     async def _answer(self, request: Request) -> Response:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._respond(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _respond(self, request: Request) -> Response:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else None
