@@ -14,7 +14,9 @@ from promptrecord.api.openapi import install_openapi
 from promptrecord.api.problems import InternalErrorMiddleware, install_problem_handlers
 from promptrecord.api.routes import (
     audit,
+    datasets,
     deployments,
+    evals,
     events,
     health,
     keys,
@@ -55,6 +57,8 @@ TAGS = [
     {"name": "resolution", "description": "What a tenant gets now; render with variables"},
     {"name": "keys", "description": "API keys: issue, list, revoke"},
     {"name": "workspace", "description": "Environments and their deployment policies"},
+    {"name": "datasets", "description": "Append-only example sets, versioned per append"},
+    {"name": "evals", "description": "Eval runs of a candidate against a baseline; the gate"},
     {"name": "audit", "description": "Which version a tenant got at a time, and why"},
     {"name": "events", "description": "The raw event log of your workspace, paged"},
     {"name": "health", "description": "Liveness and readiness probes"},
@@ -71,6 +75,8 @@ ROUTERS = (
     deployments.router,
     promotion_requests.router,
     pins.router,
+    datasets.router,
+    evals.router,
     audit.router,
     events.router,
 )

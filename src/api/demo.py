@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from promptrecord.api.cli_evals import verdict_lines
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import Actor
 from promptrecord.domain.errors import DomainError
@@ -17,13 +18,14 @@ from promptrecord.domain.resolution import resolve
 from promptrecord.domain.templates import render
 from promptrecord.projections.live import LiveState
 from promptrecord.settings import Settings
+from promptrecord.workers.executor import ExecutorConfig, execute_run
 
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
 PROMPT = "support-bot"
 ENV = "production"
 
 
-def _content(system: str) -> dict[str, Any]:
+def _content(system: str, offline_accuracy: float) -> dict[str, Any]:
     return {
         "type": "chat",
         "messages": [
@@ -35,14 +37,35 @@ def _content(system: str) -> dict[str, Any]:
             "name": "claude-sonnet-4-5-20250929",
             "temperature": 0.2,
             "max_tokens": 512,
+            # How often the offline provider the demo's eval uses gives the reference answer:
+            # it stands in for how good each version is, without a network or an API key.
+            "offline_accuracy": offline_accuracy,
         },
     }
 
 
-V1 = _content("You are the support assistant of {{ company }}. Answer briefly and politely.")
+V1 = _content("You are the support assistant of {{ company }}. Answer briefly and politely.", 0.75)
 V2 = _content(
-    "You are the support assistant of {{ company }}. Answer briefly, politely and accurately."
+    "You are the support assistant of {{ company }}. Answer briefly, politely and accurately.",
+    0.95,
 )
+DATASET = "support-golden"
+# The offline provider answers with the [[answer: ...]] marker of the question (or, by the
+# version's offline_accuracy, misses it): the reference answers live in the questions.
+QUESTIONS = [
+    ("Where is my order?", "Your tracking link is in the confirmation email."),
+    ("Can I get a refund?", "Yes, within 30 days of purchase."),
+    ("How do I reset my password?", "Use 'Forgot password' on the sign-in page."),
+    ("Do you ship abroad?", "Yes, to 40 countries."),
+    ("Can I change my delivery address?", "Yes, until the order ships."),
+    ("Is there a student discount?", "Yes, 15% with a student email."),
+    ("How long does delivery take?", "Two to four working days."),
+    ("Can I cancel my subscription?", "Yes, any time from your account page."),
+    ("Do you have gift cards?", "Yes, from 10 to 200 euros."),
+    ("Where are you based?", "In Lyon, France."),
+    ("Can I pay by invoice?", "Yes, for business accounts."),
+    ("Is my data stored in the EU?", "Yes, in Frankfurt."),
+]
 
 
 @dataclass
@@ -93,7 +116,8 @@ class Tour:
 
 
 def run_demo(out: TextIO = sys.stdout, as_json: bool = False, directory: Path | None = None) -> int:
-    """Commit, promote, canary, pin, roll back; print what five tenants get after each step."""
+    """Commit, promote, canary, pin, roll back; print what five tenants get after each step;
+    then evaluate v2 against what production serves and print the gate's verdict."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="promptrecord-demo-") as scratch:
         db = (directory or Path(scratch)) / "demo.db"
@@ -127,13 +151,19 @@ def run_demo(out: TextIO = sys.stdout, as_json: bool = False, directory: Path | 
             result.position,
         )
 
+        evaluation = _evaluate(app, alice, out, as_json, len(tour.steps) + 1)
         rendered = render(V1, {"company": "Acme", "question": "Where is my order?"})
         elapsed = time.perf_counter() - started
-        events = live.position
+        events = max(live.position, app.written)
         live.stop()
         app.close()
     if as_json:
-        payload = {"steps": tour.steps, "events": events, "seconds": round(elapsed, 3)}
+        payload = {
+            "steps": tour.steps,
+            "eval": evaluation,
+            "events": events,
+            "seconds": round(elapsed, 3),
+        }
         print(json.dumps(payload, indent=2, default=str), file=out)
         return 0
     assert rendered.messages is not None
@@ -148,3 +178,46 @@ def run_demo(out: TextIO = sys.stdout, as_json: bool = False, directory: Path | 
         file=out,
     )
     return 0
+
+
+def _evaluate(
+    app: PromptRecord, actor: Actor, out: TextIO, as_json: bool, number: int
+) -> dict[str, Any]:
+    """Run v2 against what production serves on a small dataset; return the verdict."""
+    examples = [
+        {
+            "id": f"faq-{index:02d}",
+            "inputs": {"company": "Acme", "question": f"{question} [[answer: {answer}]]"},
+            "reference": answer,
+        }
+        for index, (question, answer) in enumerate(QUESTIONS, start=1)
+    ]
+    app.create_dataset("demo", DATASET, actor, description="FAQ answers", examples=examples)
+    result = app.request_eval(
+        "demo",
+        actor,
+        PROMPT,
+        candidate=2,
+        dataset=DATASET,
+        graders=[{"type": "exact"}],
+        thresholds={"min_examples": 10},
+        against=ENV,
+        provider="offline",
+        reason="demo",
+    )
+    run_id: str = result.value
+    # `promptrecord serve` hands a requested run to its workers; the demo has none running,
+    # so it carries the run out itself, synchronously, as a worker would. Offline: no network.
+    execute_run(app, "demo", run_id, ExecutorConfig(environ={}), worker="demo")
+    run = app.eval_run("demo", run_id)
+    verdict: dict[str, Any] = dict(run.verdict or {})
+    if not as_json:
+        outcome = "PASSED" if verdict.get("passed") else "BLOCKED"
+        print(
+            f"\n{number}. eval gate: v2 against v{run.spec['baseline']}, what {ENV} serves: "
+            f"{outcome}\n   {DATASET}, {len(examples)} examples, offline provider, exact match",
+            file=out,
+        )
+        for line in verdict_lines(verdict):
+            print(f"   {line}", file=out)
+    return {"run_id": run_id, "baseline": run.spec["baseline"], **verdict}

@@ -279,6 +279,12 @@ class PromotionRequestOut(BaseModel):
     approvals: list[ActorOut]
     status: str = Field(description="pending | executed | rejected")
     requested_at: datetime
+    gate: dict[str, Any] | None = Field(
+        default=None,
+        description="The eval gate verdict the request was opened with, when the "
+        "environment's policy requires one: dataset, status, run_id, summary (table, "
+        "McNemar, win rates)",
+    )
 
     @classmethod
     def of(cls, request: dict[str, Any]) -> PromotionRequestOut:
@@ -293,4 +299,5 @@ class PromotionRequestOut(BaseModel):
             approvals=[ActorOut(**actor) for actor in request["approvals"]],
             status=request["status"],
             requested_at=request["requested_at"],
+            gate=request.get("gate"),
         )

@@ -25,10 +25,7 @@ import tomllib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import anthropic
-import openai
+from typing import TYPE_CHECKING, Any
 
 from promptrecord.workers.models import (
     ModelCall,
@@ -38,6 +35,12 @@ from promptrecord.workers.models import (
     ProviderTimeout,
     Usage,
 )
+
+# The SDKs load in about a second together: imported where a call needs them, so the
+# offline provider, the demo and the CLI start without them.
+if TYPE_CHECKING:
+    import anthropic
+    import openai
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -278,6 +281,8 @@ class AnthropicProvider(_RetryingProvider):
 
     async def _attempt(self, call: ModelCall) -> tuple[str, str, Usage]:
         if self._fresh_loop():
+            import anthropic
+
             self._client = anthropic.AsyncAnthropic(
                 api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
             )
@@ -303,6 +308,8 @@ class AnthropicProvider(_RetryingProvider):
             raise _MalformedReply(exc) from exc
 
     def _classify(self, exc: Exception) -> _Failure | None:
+        import anthropic
+
         if isinstance(exc, _MalformedReply | anthropic.APIResponseValidationError | ValueError):
             return _malformed("anthropic", exc)
         if isinstance(exc, anthropic.APITimeoutError):
@@ -324,6 +331,8 @@ class OpenAIProvider(_RetryingProvider):
 
     async def _attempt(self, call: ModelCall) -> tuple[str, str, Usage]:
         if self._fresh_loop():
+            import openai
+
             self._client = openai.AsyncOpenAI(
                 api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
             )
@@ -351,6 +360,8 @@ class OpenAIProvider(_RetryingProvider):
             raise _MalformedReply(exc) from exc
 
     def _classify(self, exc: Exception) -> _Failure | None:
+        import openai
+
         if isinstance(exc, _MalformedReply | openai.APIResponseValidationError | ValueError):
             return _malformed("openai", exc)
         if isinstance(exc, openai.APITimeoutError):

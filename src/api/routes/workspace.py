@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,8 +27,6 @@ router = APIRouter(
     responses=problem_responses(401, 403, 422),
 )
 
-# Bounds the expiry arithmetic: beyond this a datetime overflows, and no pin needs it.
-
 
 class Policy(BaseModel):
     """What an environment demands before it serves a version."""
@@ -41,6 +39,11 @@ class Policy(BaseModel):
     refuse_floating_models: bool = Field(description="Refuse undated / *-latest model names")
     pin_default_ttl_seconds: int
     pin_max_ttl_seconds: int
+    require_gate: bool = Field(
+        description="Promotion (and completing a rollout) needs the newest completed eval run "
+        "of the candidate against what serves here, on gate_dataset, to have passed"
+    )
+    gate_dataset: str | None = Field(description="The dataset that eval run must use")
 
 
 class WorkspaceOut(BaseModel):
@@ -59,6 +62,8 @@ class WorkspaceOut(BaseModel):
                             "refuse_floating_models": True,
                             "pin_default_ttl_seconds": 604800,
                             "pin_max_ttl_seconds": 7776000,
+                            "require_gate": True,
+                            "gate_dataset": "support-golden",
                         }
                     },
                     "revision": 7,
@@ -93,7 +98,12 @@ class PolicyIn(RequestBody):
     """Fields to change; the ones you leave out keep their current value."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"required_approvals": 2, "four_eyes": True}]}
+        json_schema_extra={
+            "examples": [
+                {"required_approvals": 2, "four_eyes": True},
+                {"require_gate": True, "gate_dataset": "support-golden"},
+            ]
+        }
     )
 
     required_approvals: int | None = Field(default=None, examples=[2])
@@ -102,6 +112,17 @@ class PolicyIn(RequestBody):
     refuse_floating_models: bool | None = None
     pin_default_ttl_seconds: Annotated[int | None, Field(le=MAX_PIN_TTL_SECONDS)] = None
     pin_max_ttl_seconds: Annotated[int | None, Field(le=MAX_PIN_TTL_SECONDS)] = None
+    require_gate: bool | None = Field(default=None, description="Needs gate_dataset set")
+    gate_dataset: str | None = Field(
+        default=None, max_length=64, description="A dataset name; null clears it"
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given; null means "keep", except for gate_dataset where it clears."""
+        changed = self.model_dump(exclude_none=True)
+        if "gate_dataset" in self.model_fields_set and self.gate_dataset is None:
+            changed["gate_dataset"] = None
+        return changed
 
 
 class PolicySet(CommandResponse):
@@ -170,7 +191,7 @@ def set_policy(
 ) -> PolicySet:
     ws = services.app.workspace(caller.workspace)
     ws.require_environment(environment)
-    merged = {**ws.policy(environment).as_dict(), **body.model_dump(exclude_none=True)}
+    merged = {**ws.policy(environment).as_dict(), **body.changes()}
     policy = EnvironmentPolicy.from_dict(merged)
     # Without If-Match, still refuse to write a merge computed from a policy someone else
     # changed in the meantime.
