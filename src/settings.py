@@ -24,6 +24,46 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db; none = in-process"
     )
+    # workers
+    embedded_workers: bool | None = Field(
+        default=None,
+        description=(
+            "run the eval workers, the dispatcher and the reconciler inside `promptrecord "
+            "serve`; default: yes when no Redis is configured"
+        ),
+    )
+    embedded_dispatcher: bool = Field(
+        default=False,
+        description=(
+            "with Redis configured, let the API process dispatch (enqueue eval runs) too; by "
+            "default `promptrecord projector` dispatches"
+        ),
+    )
+    worker_threads: int = Field(default=4, ge=1, description="eval runs one worker carries at once")
+    eval_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds a silent worker keeps its run before another worker may take it",
+    )
+    reconcile_interval: float = Field(
+        default=30.0, gt=0, description="seconds between re-enqueues of requested, unfinished runs"
+    )
+    eval_requeue_after: float = Field(
+        default=600.0,
+        gt=0,
+        description="seconds an enqueued run may wait for a worker before it is enqueued again",
+    )
+    dispatch_poll_interval: float = Field(
+        default=1.0, gt=0, description="seconds between the dispatcher's reads of the log"
+    )
+    redis_namespace: str = Field(
+        default="promptrecord", description="prefix of every Redis key (queues, leases)"
+    )
+    redis_heartbeat_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds without a heartbeat before Dramatiq hands a worker's messages on",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     admin_key_file: Path = Path("./promptrecord-admin.key")
@@ -46,6 +86,30 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(
         default=10_000, description="aggregates kept in memory by each process for commands"
     )
+    # eval executor
+    anthropic_api_key: str | None = Field(
+        default=None, description="API key for Anthropic model calls (else ANTHROPIC_API_KEY)"
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, description="Anthropic API base URL (else ANTHROPIC_BASE_URL, else theirs)"
+    )
+    openai_api_key: str | None = Field(
+        default=None, description="API key for OpenAI model calls (else OPENAI_API_KEY)"
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL, e.g. a vLLM server (else OPENAI_BASE_URL)",
+    )
+    model_timeout: float = Field(default=60.0, description="seconds one model request may take")
+    model_max_retries: int = Field(
+        default=3, description="retries of a model call on 429, 5xx, timeouts, connection errors"
+    )
+    model_backoff_base: float = Field(default=0.5, description="first retry's backoff, seconds")
+    model_backoff_cap: float = Field(default=30.0, description="longest retry backoff, seconds")
+    model_price_file: Path | None = Field(
+        default=None,
+        description="TOML or JSON table of USD per million tokens per model (else list prices)",
+    )
 
     @property
     def is_postgres(self) -> bool:
@@ -56,6 +120,19 @@ class Settings(BaseSettings):
         if self.embedded_projector is None:
             return not self.is_postgres
         return self.embedded_projector
+
+    @property
+    def runs_embedded_workers(self) -> bool:
+        if self.embedded_workers is None:
+            return self.redis_url is None
+        return self.embedded_workers
+
+    @property
+    def runs_embedded_dispatcher(self) -> bool:
+        """Whether an API process follows the log to enqueue eval runs."""
+        return self.runs_embedded_workers or (
+            self.redis_url is not None and self.embedded_dispatcher
+        )
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The eventsourcing library's environment for this database URL."""

@@ -8,12 +8,16 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from eventsourcing.persistence import PersistenceError
 
 from promptrecord.projections.views import VIEW_NAMES
 from promptrecord.settings import Settings
+
+if TYPE_CHECKING:
+    from promptrecord.domain.application import PromptRecord
+    from promptrecord.workers.dispatcher import Dispatching
 
 EXIT_OK, EXIT_ERROR = 0, 2
 BAR_WIDTH = 30
@@ -28,6 +32,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Apply every new event to the views (catalog, versions, deployments, pins, "
             "deployment and pin intervals, audit log) exactly once, until SIGTERM or Ctrl-C. "
             "On PostgreSQL it wakes on LISTEN/NOTIFY and polls; on SQLite it polls. "
+            "With PROMPTRECORD_REDIS_URL set it also dispatches: enqueues each requested "
+            "eval run for `promptrecord worker`, and re-enqueues runs a dead worker left. "
             "Run one per database."
         ),
     )
@@ -37,6 +43,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     projector.add_argument(
         "--batch-size", type=int, default=500, help="events per transaction (default 500)"
+    )
+    projector.add_argument(
+        "--no-dispatch",
+        action="store_true",
+        help="keep the views only; do not enqueue eval runs (another process dispatches)",
     )
     projector.set_defaults(handler=cmd_projector)
 
@@ -94,9 +105,12 @@ def cmd_projector(args: argparse.Namespace) -> int:
         app = PromptRecord(env=settings.eventsourcing_env())
     except (ValueError, PersistenceError) as error:
         return _fail(f"cannot open the event store: {error}; check PROMPTRECORD_DATABASE_URL")
+    dispatching = None
     try:
         store = open_view_store(app)
         logging.getLogger(__name__).info("views in %s", _where(settings))
+        if not args.no_dispatch:
+            dispatching = _start_dispatching(settings, app)
         run_projector(app, store, poll_interval=args.poll_interval, batch_size=args.batch_size)
     except (ViewError, ViewsOutdated, ProjectorError) as error:
         return _fail(str(error))
@@ -106,8 +120,41 @@ def cmd_projector(args: argparse.Namespace) -> int:
             "then restart the projector"
         )
     finally:
+        if dispatching is not None:
+            dispatching.stop()
         app.close()
     return EXIT_OK
+
+
+def _start_dispatching(settings: Settings, app: PromptRecord) -> Dispatching | None:
+    """Enqueue eval runs for `promptrecord worker` (and re-enqueue dropped ones) alongside
+    the projector; with no Redis there is no worker to enqueue for here."""
+    from promptrecord.workers.broker import configure_broker
+    from promptrecord.workers.dispatcher import Dispatching
+    from promptrecord.workers.runtime import EvalQueue, database_key, open_leases
+
+    logger = logging.getLogger(__name__)
+    if not settings.redis_url:
+        logger.info(
+            "no PROMPTRECORD_REDIS_URL: eval runs are dispatched and run by "
+            "`promptrecord serve` in its own process"
+        )
+        return None
+    broker = configure_broker(settings)
+    leases = open_leases(settings)
+    queue = EvalQueue(broker, leases, database_key(settings), settings.eval_requeue_after)
+    try:
+        dispatching = Dispatching.start(app, queue, settings)
+    except BaseException:
+        leases.close()
+        raise
+    dispatching.on_stop.append(leases.close)
+    logger.info(
+        "dispatching eval runs to Redis (namespace %s); re-enqueueing every %ss",
+        settings.redis_namespace,
+        settings.reconcile_interval,
+    )
+    return dispatching
 
 
 class ProgressBar:

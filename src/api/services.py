@@ -1,5 +1,6 @@
 """What an API process holds open: the application, the read views, the live state seeded
-from them, the idempotency store and, in embedded mode, the projector keeping the views."""
+from them, the idempotency store and, in embedded mode, the projector keeping the views and
+the workers carrying out eval runs."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from promptrecord.settings import Settings
 
 if TYPE_CHECKING:
     from promptrecord.projections.runner import Projector
+    from promptrecord.workers.embedded import EmbeddedWorkers
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Services:
         idempotency: IdempotencyStore,
         views: ViewStore,
         projector: Projector | None = None,
+        workers: EmbeddedWorkers | None = None,
     ) -> None:
         self.settings = settings
         self.app = app
@@ -80,18 +83,22 @@ class Services:
         self.idempotency = idempotency
         self.view_store = views  # as they are now; `views()` waits for a position first
         self.projector = projector
+        self.workers = workers  # dispatcher, reconciler and in-process eval workers, if here
         self.view_store_seen = 0  # the highest position the views were seen to have applied
         self._lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
         """Open the event store and the views (creating their tables), seed the live state
-        from the views, follow the log, and keep the views here in embedded mode."""
+        from the views, follow the log, and keep the views here in embedded mode. With no
+        Redis configured, also dispatch eval runs and carry them out in this process."""
         app = PromptRecord(
             env=settings.eventsourcing_env(), snapshot_interval=settings.snapshot_interval
         )
         idempotency: IdempotencyStore | None = None
         projector = None
+        live: LiveState | None = None
+        workers = None
         try:
             idempotency = open_idempotency_store(settings)
             views = open_view_store(app)
@@ -102,7 +109,13 @@ class Services:
             if seeded is not None:
                 live.state = seeded
             live.start()
+            if settings.runs_embedded_dispatcher:
+                from promptrecord.workers.embedded import EmbeddedWorkers
+
+                workers = EmbeddedWorkers.start(settings, app)
         except BaseException:
+            if live is not None:
+                live.stop()
             if projector is not None:
                 projector.stop()
                 projector.join()
@@ -110,7 +123,8 @@ class Services:
                 idempotency.close()
             app.close()
             raise
-        return cls(settings, app, live, idempotency, views, projector)
+        assert live is not None
+        return cls(settings, app, live, idempotency, views, projector, workers)
 
     def read_own_write(self, position: int | None) -> None:
         """Wait until the live state has folded `position` in, so this process's next
@@ -119,6 +133,8 @@ class Services:
             return
         if self.projector is not None:
             self.projector.nudge()
+        if self.workers is not None:
+            self.workers.nudge()
         if not self.live.wait_for(position, OWN_WRITE_TIMEOUT):
             log.warning("live state did not reach position %s in time", position)
 
@@ -152,6 +168,8 @@ class Services:
         return self.view_store
 
     def close(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
         self.live.stop()
         if self.projector is not None:
             self.projector.stop()
