@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         url = urlparse(self.database_url)
         if self.is_postgres:
             env.update(
-                PERSISTENCE_MODULE="eventsourcing.postgres",
+                PERSISTENCE_MODULE="promptrecord.persistence.postgres:PromptRecordFactory",
                 POSTGRES_DBNAME=url.path.lstrip("/") or "postgres",
                 POSTGRES_HOST=url.hostname or "127.0.0.1",
                 POSTGRES_PORT=str(url.port or 5432),

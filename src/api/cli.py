@@ -163,14 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print JSON")
     demo.set_defaults(handler=cmd_demo)
 
-    from promptrecord.api import cli_audit, cli_evals, cli_projector, cli_verify
+    from promptrecord.api import cli_audit, cli_evals, cli_projector, cli_verify, cli_worker
 
     cli_evals.register(commands)
     cli_audit.register(commands)
     cli_verify.register(commands)
     cli_projector.register(commands)
-    from promptrecord.api import cli_worker
-
     cli_worker.register(commands)
     return parser
 

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresFactory,
+)
 from psycopg.sql import SQL, Identifier, Literal
 
 IMMUTABLE_MESSAGE = "promptrecord events are immutable"
+
+
+def create_alone(recorder: PostgresAggregateRecorder, create: Callable[[], None]) -> None:
+    """Run a recorder's table creation while no other process creates tables in its schema.
+
+    Replicas starting together would otherwise race in the catalog (`CREATE OR REPLACE
+    FUNCTION` and `CREATE TYPE` collide with "tuple concurrently updated" or a duplicate
+    type). A session advisory lock, held on its own connection, serialises the whole
+    creation, including the library's separate transaction for the composite type.
+    """
+    with recorder.datastore.get_connection() as conn:
+        key = "promptrecord_create:" + str(recorder.datastore.schema)
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            create()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
 class PromptRecordRecorder(PostgresApplicationRecorder):
@@ -76,20 +98,8 @@ class PromptRecordRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.extend(self._immutability_statements())
 
     def create_table(self) -> None:
-        """Create types, tables, functions and triggers, one process at a time.
-
-        Replicas starting together would otherwise race in the catalog (`CREATE OR REPLACE
-        FUNCTION` and `CREATE TYPE` collide with "tuple concurrently updated"). A session
-        advisory lock, held on its own connection, serialises the whole creation, including
-        the library's separate transaction for the composite type.
-        """
-        with self.datastore.get_connection() as conn:
-            key = "promptrecord_create:" + str(self.datastore.schema)
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
-            try:
-                super().create_table()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+        """Create types, tables, functions and triggers, one process at a time."""
+        create_alone(self, super().create_table)
 
     def _immutability_statements(self) -> list[Any]:
         """A trigger function and the triggers that make the events table append-only.
@@ -141,3 +151,17 @@ class PromptRecordRecorder(PostgresApplicationRecorder):
                 )
             )
         return statements
+
+
+class SnapshotRecorder(PostgresAggregateRecorder):
+    """The snapshots table, created under the same lock as the events table."""
+
+    def create_table(self) -> None:
+        create_alone(self, super().create_table)
+
+
+class PromptRecordFactory(PostgresFactory):
+    """The library's PostgreSQL factory with our snapshot recorder (the events recorder is
+    chosen by `APPLICATION_RECORDER_TOPIC`)."""
+
+    aggregate_recorder_class = SnapshotRecorder
