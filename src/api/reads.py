@@ -8,6 +8,7 @@ from promptrecord.api.schemas import PromotionRequestOut, VersionDetail, Version
 from promptrecord.domain.errors import NotFound
 from promptrecord.projections.views import (
     CatalogEntry,
+    DatasetEntry,
     PromotionRequestEntry,
     VersionEntry,
     ViewStore,
@@ -62,3 +63,14 @@ def version_detail(entry: VersionEntry) -> VersionDetail:
 
 def promotion_request_out(entry: PromotionRequestEntry) -> PromotionRequestOut:
     return PromotionRequestOut.of(asdict(entry))
+
+
+def require_dataset(views: ViewStore, workspace: str, name: str) -> DatasetEntry:
+    entry = views.dataset(workspace, name)
+    if entry is None:
+        raise NotFound(
+            f"dataset {name!r} does not exist in this workspace; create it with POST /v1/datasets",
+            field="dataset",
+            code="dataset_not_found",
+        )
+    return entry

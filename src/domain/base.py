@@ -88,4 +88,9 @@ class ChainedAggregate(Aggregate):
 
 def event_id(event: Any) -> str:
     """A stable id for a stored event: uuid5 of its aggregate id and version."""
-    return str(uuid5(event.originator_id, str(event.originator_version)))
+    return event_id_at(event.originator_id, event.originator_version)
+
+
+def event_id_at(aggregate_id: UUID, version: int) -> str:
+    """The id `event_id` gives the event of `aggregate_id` at `version`."""
+    return str(uuid5(aggregate_id, str(version)))

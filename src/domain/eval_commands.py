@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from promptrecord.domain.app_base import CommandBase, CommandResult
 from promptrecord.domain.base import SYSTEM, Actor
-from promptrecord.domain.errors import Conflict, InvalidInput, NotFound
+from promptrecord.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from promptrecord.domain.evals import (
     Dataset,
     EvalRun,
@@ -20,6 +22,16 @@ from promptrecord.domain.workspace import Workspace
 RUN_ID_CHARS = set("0123456789abcdef")
 MAX_CONCURRENCY = 256
 MAX_BATCH = 500
+
+
+@contextmanager
+def naming(field: str) -> Iterator[None]:
+    """Refusals raised inside name `field`: the request's own word for what they check."""
+    try:
+        yield
+    except DomainError as error:
+        error.field = field
+        raise
 
 
 def check_run_id(run_id: str, field: str = "run_id") -> str:
@@ -134,8 +146,10 @@ class EvalCommands(CommandBase):
         parsers before it calls this, since the domain knows no grader.
         """
         ws = self.workspace(workspace, copy=False)
-        found = self.prompt(workspace, prompt, copy=False)
-        found.get_version(candidate)
+        with naming("prompt"):
+            found = self.prompt(workspace, prompt, copy=False)
+        with naming("candidate"):
+            found.get_version(candidate)
         if (baseline is None) == (against is None):
             raise InvalidInput(
                 "name the baseline: a version number (baseline) or an environment whose "
@@ -143,7 +157,8 @@ class EvalCommands(CommandBase):
                 field="against",
             )
         if against is not None:
-            ws.require_environment(against)
+            with naming("against"):
+                ws.require_environment(against)
             deployment = self.deployment(workspace, prompt, against)
             baseline = deployment.serving if deployment is not None else None
             if baseline is None:
@@ -154,7 +169,8 @@ class EvalCommands(CommandBase):
                     code="not_deployed",
                 )
         assert baseline is not None
-        found.get_version(baseline)
+        with naming("baseline"):
+            found.get_version(baseline)
         check_dataset_name(dataset, field="dataset")
         data = self.dataset(workspace, dataset, copy=False)
         info = data.version_info(dataset_version)

@@ -23,8 +23,9 @@ from eventsourcing.domain import event
 
 from promptrecord.domain.base import ChainedAggregate, business_id
 from promptrecord.domain.errors import Conflict, InvalidInput
+from promptrecord.domain.prompt import NAME
 
-DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+DATASET_NAME = NAME  # datasets are named as prompts are
 EXAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 MAX_APPEND = 50_000  # examples in one append
 MAX_TAGS = 32
@@ -210,8 +211,6 @@ class EvalRun(ChainedAggregate):
     @staticmethod
     def create_id(workspace: str, run_id: str) -> UUID:
         return business_id("eval_run", workspace, run_id)
-
-    new_id = create_id
 
     @event("Requested")
     def __init__(

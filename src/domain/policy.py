@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from promptrecord.domain.errors import InvalidInput
+from promptrecord.domain.evals import check_dataset_name
 
 DEFAULT_ENVIRONMENTS = ("development", "staging", "production")
 ROLES = ("viewer", "runtime", "editor", "deployer", "admin")
 MAX_PIN_TTL_SECONDS = 10 * 365 * 24 * 3600
-GATE_DATASET = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # a dataset name
 
 
 def role_rank(role: str) -> int:
@@ -78,12 +77,8 @@ class EnvironmentPolicy:
                 "require_gate needs gate_dataset: the dataset a passing eval run must use",
                 field="policy.gate_dataset",
             )
-        if self.gate_dataset is not None and not GATE_DATASET.match(self.gate_dataset):
-            raise InvalidInput(
-                f"gate_dataset {self.gate_dataset!r} is not a dataset name "
-                f"({GATE_DATASET.pattern})",
-                field="policy.gate_dataset",
-            )
+        if self.gate_dataset is not None:
+            check_dataset_name(self.gate_dataset, field="policy.gate_dataset")
         if self.pin_max_ttl_seconds < self.pin_default_ttl_seconds:
             raise InvalidInput(
                 "pin_max_ttl_seconds must be at least pin_default_ttl_seconds",

@@ -13,10 +13,10 @@ records an example twice however its callers race.
 from __future__ import annotations
 
 import logging
-from uuid import uuid5
 
 import dramatiq
 
+from promptrecord.domain.base import event_id_at
 from promptrecord.domain.errors import DomainError, NotFound
 from promptrecord.domain.evals import EvalRun
 from promptrecord.workers.broker import EVAL_QUEUE, RUN_EVAL
@@ -33,7 +33,7 @@ EVAL_TIME_LIMIT_MS = 6 * 60 * 60 * 1000
 
 def requested_event_id(workspace: str, run_id: str) -> str:
     """The id of a run's `EvalRun.Requested` (its first event, version 1)."""
-    return str(uuid5(EvalRun.new_id(workspace, run_id), "1"))
+    return event_id_at(EvalRun.create_id(workspace, run_id), 1)
 
 
 @dramatiq.actor(

@@ -160,7 +160,7 @@ def applied(world: World) -> list[tuple[int, Any]]:
 
 def found(events: list[tuple[int, Any]], type_name: str, run_id: str | None = None) -> list[Any]:
     """(position, event) of each event of the type, of one run when `run_id` is given."""
-    run = None if run_id is None else EvalRun.new_id(WS, run_id)
+    run = None if run_id is None else EvalRun.create_id(WS, run_id)
     return [
         item
         for item in events

@@ -67,7 +67,7 @@ def results_recorded(app: PromptRecord, workspace: str, run_id: str) -> list[Any
     """Every `EvalRun.ResultsRecorded` of the run, read from the log in order."""
     from promptrecord.domain.evals import EvalRun
 
-    aggregate = EvalRun.new_id(workspace, run_id)
+    aggregate = EvalRun.create_id(workspace, run_id)
     return [
         event
         for event in app.repository.event_store.get(aggregate)

@@ -81,7 +81,7 @@ class Lab:
         return self.app.eval_run(WS, run_id)
 
     def run_events(self, run_id: str) -> list[Any]:
-        return list(self.app.events.get(EvalRun.new_id(WS, run_id)))
+        return list(self.app.events.get(EvalRun.create_id(WS, run_id)))
 
     def recorded_ids(self, run_id: str) -> list[str]:
         return [

@@ -19,11 +19,12 @@ from promptrecord.api.commands import etag, settle
 from promptrecord.api.deps import Editor, ExpectedRevision, ServicesDep, Viewer, Views
 from promptrecord.api.pagination import Page, Paging
 from promptrecord.api.problems import Problem, problem_responses
+from promptrecord.api.reads import require_dataset
 from promptrecord.api.schemas import ActorOut, CommandResponse, JsonObject, RequestBody, Text
 from promptrecord.domain.app_base import CommandResult
 from promptrecord.domain.errors import DomainError, InvalidInput, NotFound
 from promptrecord.domain.evals import MAX_APPEND, normalise_example
-from promptrecord.projections.views import DatasetEntry, ViewStore
+from promptrecord.projections.views import DatasetEntry
 
 router = APIRouter(
     prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(401, 403, 404, 422)
@@ -136,17 +137,6 @@ def _summary(entry: DatasetEntry) -> dict[str, Any]:
         "updated_at": entry.updated_at,
         "revision": entry.revision,
     }
-
-
-def require_dataset(views: ViewStore, workspace: str, name: str) -> DatasetEntry:
-    entry = views.dataset(workspace, name)
-    if entry is None:
-        raise NotFound(
-            f"dataset {name!r} does not exist in this workspace; create it with POST /v1/datasets",
-            field="dataset",
-            code="dataset_not_found",
-        )
-    return entry
 
 
 def _require_version(entry: DatasetEntry, version: int) -> None:

@@ -14,8 +14,7 @@ from promptrecord.api.deps import Caller, Editor, ServicesDep, Viewer, Views
 from promptrecord.api.pagination import Page, Paging
 from promptrecord.api.problems import problem_responses
 from promptrecord.api.schemas import ActorOut, CommandResponse, JsonObject, RequestBody, Text
-from promptrecord.api.services import Services
-from promptrecord.domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from promptrecord.domain.errors import Conflict, InvalidInput, NotFound
 from promptrecord.domain.eval_commands import MAX_BATCH, MAX_CONCURRENCY, check_run_id
 from promptrecord.projections.views import EvalRunEntry, ViewStore
 from promptrecord.workers.gate import GateInputError, GateThresholds
@@ -230,23 +229,6 @@ def checked_thresholds(given: dict[str, Any] | None) -> dict[str, Any]:
     return asdict(thresholds)
 
 
-def _check_versions(services: Services, caller: Caller, body: EvalIn) -> None:
-    """Name the body's field at fault, where the domain would name its own parameter."""
-    try:
-        prompt = services.app.prompt(caller.workspace, body.prompt, copy=False)
-        for field, number in (("candidate", body.candidate), ("baseline", body.baseline)):
-            if number is not None:
-                try:
-                    prompt.get_version(number)
-                except NotFound as error:
-                    error.field = field
-                    raise
-    except NotFound as error:
-        if error.code == "prompt_not_found":
-            error.field = "prompt"
-        raise
-
-
 @router.post(
     "",
     response_model=EvalRequested,
@@ -262,28 +244,22 @@ def request_eval(
         caller.check_environment(body.against, field="against")
     graders = checked_graders(body.graders)
     thresholds = checked_thresholds(body.thresholds)
-    _check_versions(services, caller, body)
-    try:
-        result = services.app.request_eval(
-            caller.workspace,
-            caller.actor,
-            body.prompt,
-            body.candidate,
-            body.dataset,
-            graders,
-            thresholds,
-            baseline=body.baseline,
-            against=body.against,
-            dataset_version=body.dataset_version,
-            concurrency=body.concurrency,
-            batch_size=body.batch_size,
-            provider=body.provider,
-            reason=body.reason,
-        )
-    except DomainError as error:
-        if error.field == "environment":
-            error.field = "against"
-        raise
+    result = services.app.request_eval(
+        caller.workspace,
+        caller.actor,
+        body.prompt,
+        body.candidate,
+        body.dataset,
+        graders,
+        thresholds,
+        baseline=body.baseline,
+        against=body.against,
+        dataset_version=body.dataset_version,
+        concurrency=body.concurrency,
+        batch_size=body.batch_size,
+        provider=body.provider,
+        reason=body.reason,
+    )
     settle(services, response, result)
     run_id: str = result.value
     response.headers["Location"] = f"/v1/evals/{run_id}"
