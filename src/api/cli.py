@@ -18,6 +18,28 @@ if TYPE_CHECKING:
     pass
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+EPILOG = """\
+a CI job:
+  promptrecord push prompts                      # commit what changed, append eval examples
+  promptrecord gate support-bot --against production --allow-first
+  promptrecord promote support-bot production
+
+Commands that talk to a server take it from --url / --key / --profile, else
+PROMPTRECORD_URL / PROMPTRECORD_API_KEY / PROMPTRECORD_PROFILE, else the [default] (or
+--profile) table of $XDG_CONFIG_HOME/promptrecord/config.toml (~/.config/…), else
+http://127.0.0.1:8000 and the admin key `promptrecord serve` wrote. Server settings come
+from PROMPTRECORD_* variables, e.g. PROMPTRECORD_DATABASE_URL=postgresql://user@host/db
+(default sqlite:///./promptrecord.db). Every command takes --json where it prints results.
+
+exit codes (the same for every command):
+  0  ok (a gate passed; already in the wanted state counts as ok)
+  1  refused by a rule: a gate blocked, a policy or role said no (403), a conflict such as
+     a stale revision or an approval still needed (409), verify found problems
+  2  error: bad input (bad options or files, or the server's 400/404/422 naming the
+     field), a wrong or missing API key (401), server unreachable, a 5xx, a failed run
+  Every refusal and error prints the server's detail, field and code (the whole RFC 9457
+  problem with --json).
+"""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -66,8 +88,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"created workspace {slug!r}; its admin key is in {settings.admin_key_file} "
                 "(shown nowhere else — keep it safe)"
             )
-    print(f"promptrecord {__version__} listening on http://{host}:{port}")
-    print(f"database: {_describe_database(settings)}; docs at http://{host}:{port}/docs")
+    if args.json:
+        started = {"version": __version__, "url": f"http://{host}:{port}"}
+        started["database"] = _describe_database(settings)
+        print(json.dumps(started), flush=True)
+    else:
+        print(f"promptrecord {__version__} listening on http://{host}:{port}")
+        print(f"database: {_describe_database(settings)}; docs at http://{host}:{port}/docs")
     if services.projector is None:
         print(
             "read views: kept by `promptrecord projector` (run it too); "
@@ -111,11 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
             "promptrecord: the system of record for LLM prompts. Every commit, promotion, "
             "rollout, rollback and tenant pin is an immutable event."
         ),
-        epilog=(
-            "Settings come from PROMPTRECORD_* environment variables, e.g. "
-            "PROMPTRECORD_DATABASE_URL=postgresql://user@host:5432/db (default: "
-            "sqlite:///./promptrecord.db). Exit codes: 0 ok, 1 refused, 2 error."
-        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"promptrecord {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -133,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--database-url", help="overrides PROMPTRECORD_DATABASE_URL")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.add_argument("--json", action="store_true", help="print the start-up line as JSON")
     serve.set_defaults(handler=cmd_serve)
 
     workspace = commands.add_parser("workspace", help="create workspaces")
@@ -163,9 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print JSON")
     demo.set_defaults(handler=cmd_demo)
 
-    from promptrecord.api import cli_audit, cli_evals, cli_projector, cli_verify, cli_worker
+    from promptrecord.api import (
+        cli_audit,
+        cli_deploy,
+        cli_evals,
+        cli_projector,
+        cli_push,
+        cli_verify,
+        cli_worker,
+    )
 
+    cli_push.register(commands)
     cli_evals.register(commands)
+    cli_deploy.register(commands)
     cli_audit.register(commands)
     cli_verify.register(commands)
     cli_projector.register(commands)

@@ -1,15 +1,12 @@
 """`promptrecord gate` and `promptrecord dataset`: eval gates and datasets over the HTTP API.
 
-They talk to a running server as a CI job would: `--url` (else `PROMPTRECORD_URL`, else
-http://PROMPTRECORD_HOST:PROMPTRECORD_PORT) and `--key` (else `PROMPTRECORD_API_KEY`, else
-the admin key `promptrecord serve` wrote to PROMPTRECORD_ADMIN_KEY_FILE).
+They talk to a running server as a CI job would; `cli_http` says where it is and which key.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
@@ -19,121 +16,35 @@ from typing import Any
 
 import httpx
 
-from promptrecord import __version__
-from promptrecord.settings import Settings
+from promptrecord.api.cli_http import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    CliError,
+    Server,
+    connection_args,
+    is_problem,
+    problem_error,
+    run,
+)
 
-EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 POLL_FIRST, POLL_MAX = 0.2, 2.0  # seconds between progress polls, growing to the max
 REGRESSED_SHOWN = 20
 BAR_WIDTH = 30
 
 GATE_EXAMPLES = """\
 examples:
+  promptrecord gate support-bot --against production --allow-first   # after `push`
   promptrecord gate support-bot --candidate 8 --against production --dataset support-golden
   promptrecord gate support-bot --candidate 8 --baseline 7 --dataset support-golden \\
       --grader '{"type": "contains"}' --threshold min_examples=50 --threshold alpha=0.01 --json
 
-Exit codes: 0 the gate passed, 1 it blocked the candidate, 2 error (bad input, server
-unreachable, the run failed, timeout).
+Without --candidate and --dataset the head is gated on the dataset `push` made from the
+prompt's eval.jsonl, with the graders, thresholds and provider of its metadata.yaml (eval:).
+When the candidate already serves the --against environment there is nothing to gate (0).
+
+Exit codes: 0 the gate passed, 1 it blocked the candidate or the server refused (4xx),
+2 error (bad option, server unreachable or failing, the run failed, timeout).
 """
-
-
-class CliError(Exception):
-    """Something to say on stderr, and the exit code that goes with it."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR, problem: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.problem = problem
-
-
-class Server:
-    """An httpx client for the API, turning transport failures and problems into CliErrors."""
-
-    def __init__(self, url: str, key: str, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self.client = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {key}", "User-Agent": f"promptrecord/{__version__}"},
-            timeout=timeout,
-        )
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.client.close()
-
-    def send(self, method: str, path: str, expect: tuple[int, ...] = (200,), **kw: Any) -> Any:
-        response = self.raw(method, path, **kw)
-        if response.status_code not in expect:
-            raise problem_error(response)
-        return response.json()
-
-    def raw(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            return self.client.request(method, path, **kw)
-        except httpx.TransportError as error:
-            raise CliError(
-                f"cannot reach the promptrecord server at {self.url} ({error or type(error)}); "
-                "start it with `promptrecord serve`, or point --url / PROMPTRECORD_URL at it"
-            ) from None
-
-    def pages(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
-        query = {**params, "limit": 200}
-        while True:
-            page = self.send("GET", path, params=query)
-            yield from page["items"]
-            if not page.get("next_cursor"):
-                return
-            query["cursor"] = page["next_cursor"]
-
-
-def problem_error(response: httpx.Response, code: int = EXIT_ERROR) -> CliError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "detail" in body:
-        field = f" ({body['field']})" if body.get("field") else ""
-        return CliError(f"{body['detail']}{field}", code, body)
-    return CliError(f"the server answered {response.status_code}: {response.text[:200]}", code)
-
-
-def connect(args: argparse.Namespace) -> Server:
-    settings = Settings()
-    url = (
-        args.url or os.environ.get("PROMPTRECORD_URL") or f"http://{settings.host}:{settings.port}"
-    )
-    key = args.key or os.environ.get("PROMPTRECORD_API_KEY")
-    if not key and settings.admin_key_file.is_file():
-        key = settings.admin_key_file.read_text().strip()
-    if not key:
-        raise CliError(
-            "no API key: pass --key, set PROMPTRECORD_API_KEY, or run where `promptrecord "
-            f"serve` wrote {settings.admin_key_file}"
-        )
-    return Server(url, key)
-
-
-def _run(args: argparse.Namespace, command: Any) -> int:
-    try:
-        with connect(args) as server:
-            code: int = command(server, args)
-            return code
-    except CliError as error:
-        if getattr(args, "json", False) and error.problem is not None:
-            print(json.dumps(error.problem), file=sys.stderr)
-        else:
-            print(f"promptrecord {args.command}: {error.message}", file=sys.stderr)
-        return error.code
-
-
-def _connection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="the server (default PROMPTRECORD_URL or 127.0.0.1:8000)")
-    parser.add_argument("--key", help="API key (default PROMPTRECORD_API_KEY or the admin key)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 # --- promptrecord dataset ------------------------------------------------------------------
@@ -141,11 +52,7 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     commands = {"push": _push, "list": _list, "show": _show, "download": _download}
-    return _run(args, commands[args.action])
-
-
-def _refusal(response: httpx.Response) -> CliError:
-    return problem_error(response, EXIT_REFUSED if response.status_code == 409 else EXIT_ERROR)
+    return run(args, commands[args.action])
 
 
 def _push(server: Server, args: argparse.Namespace) -> int:
@@ -156,8 +63,8 @@ def _push(server: Server, args: argparse.Namespace) -> int:
     if args.create:
         body = {"name": args.name, "description": args.description or ""}
         created = server.raw("POST", "/v1/datasets", json=body)
-        if created.status_code != 201 and not _is_problem(created, "dataset_exists"):
-            raise _refusal(created)
+        if created.status_code != 201 and not is_problem(created, "dataset_exists"):
+            raise problem_error(created)
     response = server.raw(
         "POST",
         f"/v1/datasets/{args.name}/examples",
@@ -166,8 +73,8 @@ def _push(server: Server, args: argparse.Namespace) -> int:
         headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": uuid.uuid4().hex},
     )
     if response.status_code != 201:
-        refused = _refusal(response)
-        if _is_problem(response, "dataset_not_found"):
+        refused = problem_error(response)
+        if is_problem(response, "dataset_not_found"):
             refused.message += "; pass --create to create it"
         raise refused
     written = response.json()
@@ -179,13 +86,6 @@ def _push(server: Server, args: argparse.Namespace) -> int:
             f"{written['version']} ({written['count']} examples)"
         )
     return EXIT_OK
-
-
-def _is_problem(response: httpx.Response, code: str) -> bool:
-    try:
-        return bool(response.json().get("code") == code)
-    except (ValueError, AttributeError):
-        return False
 
 
 def _list(server: Server, args: argparse.Namespace) -> int:
@@ -269,7 +169,7 @@ def columns(rows: Sequence[tuple[str, ...]]) -> str:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    return _run(args, _gate)
+    return run(args, _gate)
 
 
 def gate_request(args: argparse.Namespace) -> dict[str, Any]:
@@ -314,6 +214,13 @@ def gate_request(args: argparse.Namespace) -> dict[str, Any]:
 
 def _gate(server: Server, args: argparse.Namespace) -> int:
     body = gate_request(args)
+    skipped = fill_from_prompt(server, args, body)
+    if skipped is not None:
+        if args.json:
+            print(json.dumps(skipped))
+        else:
+            print(f"gate {args.prompt}: nothing to gate: {skipped['detail']}")
+        return EXIT_OK
     requested = server.send("POST", "/v1/evals", expect=(202,), json=body)
     run_id = requested["run_id"]
     run = wait_for(server, run_id, requested["position"], args.timeout)
@@ -330,6 +237,41 @@ def _gate(server: Server, args: argparse.Namespace) -> int:
     else:
         print(report(verdict, run, regressed))
     return EXIT_OK if verdict["passed"] else EXIT_REFUSED
+
+
+def fill_from_prompt(
+    server: Server, args: argparse.Namespace, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Defaults from the prompt: the head as candidate, and the dataset, graders and
+    thresholds its `metadata.eval` names (as `promptrecord push` stores metadata.yaml).
+
+    Returns why there is nothing to gate, when the candidate already serves the `--against`
+    environment, or (with --allow-first) when nothing serves there yet."""
+    name = args.prompt
+    if body["candidate"] is None:
+        head = server.send("GET", f"/v1/prompts/{name}")["head"]
+        if head is None:
+            raise CliError(f"prompt {name!r} has no version yet; push one first", EXIT_REFUSED)
+        body["candidate"] = head["number"]
+    version = server.send("GET", f"/v1/prompts/{name}/versions/{body['candidate']}")
+    settings = (version["content"].get("metadata") or {}).get("eval") or {}
+    if body["dataset"] is None:
+        body["dataset"] = settings.get("dataset") or name
+    for key in ("graders", "thresholds", "provider"):
+        if key not in body and settings.get(key):
+            body[key] = settings[key]
+    against = body.get("against")
+    if against is None:
+        return None
+    serving = server.send("GET", f"/v1/prompts/{name}/environments/{against}")["serving"]
+    outcome = {"prompt": name, "candidate": body["candidate"], "against": against}
+    if serving == body["candidate"]:
+        detail = f"v{serving} already serves {against}"
+        return {**outcome, "passed": True, "skipped": "already_serving", "detail": detail}
+    if serving is None and args.allow_first:
+        detail = f"nothing serves {name} in {against} yet (first release, --allow-first)"
+        return {**outcome, "passed": True, "skipped": "first_release", "detail": detail}
+    return None
 
 
 def wait_for(server: Server, run_id: str, position: int, timeout: float) -> dict[str, Any]:
@@ -497,7 +439,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     download.add_argument("--version", type=int, help="default: the latest")
     download.add_argument("-o", "--output", help="file to write (default: stdout)")
     for parser in (push, listing, show, download):
-        _connection_args(parser)
+        connection_args(parser)
     dataset.set_defaults(handler=cmd_dataset)
 
     gate = commands.add_parser(
@@ -512,11 +454,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gate.add_argument("prompt", help="the prompt's name")
-    gate.add_argument("--candidate", type=int, required=True, help="the version under test")
+    gate.add_argument(
+        "--candidate", type=int, help="the version under test (default: the prompt's head)"
+    )
     baseline = gate.add_mutually_exclusive_group()
     baseline.add_argument("--against", help="compare with what this environment serves")
     baseline.add_argument("--baseline", type=int, help="compare with this version")
-    gate.add_argument("--dataset", required=True, help="the dataset's name")
+    gate.add_argument(
+        "--dataset",
+        help="the dataset's name (default: metadata.eval.dataset of the candidate, else the "
+        "dataset named after the prompt, as `promptrecord push` makes it)",
+    )
+    gate.add_argument(
+        "--allow-first",
+        action="store_true",
+        help="pass without a run when nothing serves the --against environment yet",
+    )
     gate.add_argument("--dataset-version", type=int, help="default: the latest")
     gate.add_argument(
         "--grader", action="append", metavar="JSON", help='repeatable; default {"type": "exact"}'
@@ -531,5 +484,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     gate.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds to wait (default 1800)"
     )
-    _connection_args(gate)
+    connection_args(gate)
     gate.set_defaults(handler=cmd_gate)

@@ -314,9 +314,9 @@ def test_cli_exit_codes(store: Settings, capsys: pytest.CaptureFixture[str], tmp
     code, _, err = run(capsys, "--at", "2026-03-14T09:00:30Z")
     assert code == 1 and "refused: nothing was deployed" in err
     code, _, err = run(capsys, "--at", "2026-03-14T09:05Z", "--workspace", "nobody")
-    assert code == 1 and "workspace 'nobody' does not exist" in err
+    assert code == 2 and "workspace 'nobody' does not exist" in err  # a wrong question
     code, _, err = run(capsys, "--at", "2026-03-14T09:05Z", "--json", "--workspace", "nobody")
-    assert code == 1 and json.loads(err)["code"] == "workspace_not_found"
+    assert code == 2 and json.loads(err)["code"] == "workspace_not_found"
     code, _, err = run(capsys, "--at", "09:05")
     assert code == 2 and "--at" in err
     code, _, err = run(capsys, "--from", "2026-03-14T10:00Z", "--to", "2026-03-14T09:00Z")

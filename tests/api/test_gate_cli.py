@@ -97,14 +97,14 @@ def test_a_blocked_gate_exits_1_and_lists_the_regressions(
     assert len(regressed) == N and regressed["q3"]["baseline"] == "6"
 
 
-def test_bad_input_a_failed_run_and_no_server_exit_2(
+def test_refusals_exit_1_and_bad_input_a_failed_run_and_no_server_exit_2(
     api: Api,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     setup(api, WRONG, RIGHT)
-    assert gate(api, "--grader", '{"type": "fuzzy"}') == 2
+    assert gate(api, "--grader", '{"type": "fuzzy"}') == 2  # the server's 422: bad input
     assert "graders[0].type" in capsys.readouterr().err
     assert gate(api, "--grader", "{not json") == 2
     assert "--grader #1 is not JSON" in capsys.readouterr().err
@@ -127,11 +127,12 @@ def test_bad_input_a_failed_run_and_no_server_exit_2(
     assert f"cannot reach the promptrecord server at {closed}" in capsys.readouterr().err
 
     monkeypatch.chdir(tmp_path)  # no ./promptrecord-admin.key here
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # and no config file
     args = ["gate", "bot", "--candidate", "2", "--dataset", "golden", "--url", api.base_url]
     assert main(args) == 2
     assert "no API key" in capsys.readouterr().err
     monkeypatch.setenv("PROMPTRECORD_API_KEY", "pr_nope_nope")
-    assert main(args) == 2
+    assert main(args) == 2  # the server refuses the key (401): misconfigured, not a verdict
     assert "API key" in capsys.readouterr().err
 
 
