@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -109,6 +109,75 @@ class Settings(BaseSettings):
     model_price_file: Path | None = Field(
         default=None,
         description="TOML or JSON table of USD per million tokens per model (else list prices)",
+    )
+    # monitoring
+    monitoring_enabled: bool = Field(
+        default=True,
+        description=(
+            "run the drift scheduler and the online judge where eval runs are dispatched "
+            "(the projector with Redis, else `promptrecord serve`)"
+        ),
+    )
+    monitoring_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds between passes of the drift scheduler and of the online judge",
+    )
+    judge_batch_size: int = Field(
+        default=50, ge=1, le=1000, description="executions the online judge scores a prompt a pass"
+    )
+    judge_concurrency: int = Field(
+        default=4, ge=1, le=64, description="online judge model calls in flight at once"
+    )
+    judge_lookback_hours: float = Field(
+        default=24.0, gt=0, description="how far back the online judge looks for executions"
+    )
+    # webhooks
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Fernet key(s) sealing webhook secrets, comma-separated, newest first (older ones "
+            "only unseal); else the key file. Set it when several machines share a database"
+        ),
+    )
+    secret_key_file: Path = Field(
+        default=Path("./promptrecord-secret.key"),
+        description="where the sealing key is kept when PROMPTRECORD_SECRET_KEY is unset "
+        "(created, mode 0600, on first use)",
+    )
+    webhook_allow_hosts: str = Field(
+        default="",
+        description="comma-separated host names, IPs or CIDRs webhooks may reach although "
+        "private, loopback or link-local (e.g. 10.0.0.0/8,hooks.internal)",
+    )
+    # webhooks delivery
+    webhook_timeout: float = Field(
+        default=15.0, gt=0, description="seconds one webhook POST may take before it fails"
+    )
+    webhook_retry_schedule: list[float] = Field(
+        default=[5, 300, 1800, 7200, 18000, 36000, 36000, 50400, 72000],
+        description=(
+            "seconds before each retry of a failed delivery, as a JSON list (default about "
+            "three days in 9 retries); past the last the delivery is failed"
+        ),
+    )
+    webhook_poll_interval: float = Field(
+        default=0.1,
+        gt=0,
+        description="seconds between the webhook follower's reads of the log (its latency)",
+    )
+    webhook_requeue_after: float = Field(
+        default=600.0,
+        gt=0,
+        description="seconds an enqueued delivery may wait for a worker before it is sent again",
+    )
+    worker_idle_poll: float = Field(
+        default=0.1,
+        gt=0,
+        description=(
+            "longest sleep of an idle `promptrecord worker` between looks at its Redis queues: "
+            "the most a webhook (or eval run) waits to be picked up"
+        ),
     )
 
     @property

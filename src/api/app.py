@@ -86,8 +86,9 @@ ROUTERS = (
     pins.router,
     datasets.router,
     evals.router,
-    webhooks.router,
+    # before webhooks: its `/v1/webhooks/{endpoint_id}` would take `/v1/webhooks/deliveries`
     webhook_deliveries.router,
+    webhooks.router,
     executions.router,
     metrics.router,
     monitoring.router,

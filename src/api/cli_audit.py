@@ -9,13 +9,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from promptrecord.domain.errors import DomainError, InvalidInput
+from promptrecord.api import cli_http
+from promptrecord.domain.errors import Conflict, DomainError, Forbidden, InvalidInput
 from promptrecord.projections.audit import (
     TIME_EXAMPLE,
     AuditAnswer,
     CausingEvent,
     Interval,
+    RolloutSplit,
     check_window,
     parse_instant,
     show_time,
@@ -31,8 +34,14 @@ examples:
   promptrecord audit --tenant acme --prompt support-bot --from 2026-03-01T00:00Z \\
       --to 2026-04-01T00:00Z --json
 
-Answers come from a replay of the event log in the database (PROMPTRECORD_DATABASE_URL or
---database-url). Exit codes: 0 answered, 1 refused (e.g. nothing deployed then), 2 error.
+  PROMPTRECORD_URL=https://prompts.example.com promptrecord audit --tenant acme \
+      --prompt support-bot --at {TIME_EXAMPLE} --api-key "$KEY"
+
+With a server configured (--url, PROMPTRECORD_URL or the config file's url) the answer comes
+from its /v1/audit API (the key's workspace); with --database-url, or no server configured,
+from a replay of the event log in the database (PROMPTRECORD_DATABASE_URL). Here --key is the
+routing key of a rollout; the API key is --api-key.
+Exit codes: 0 answered, 1 refused (e.g. nothing deployed then), 2 error.
 """
 
 # How each event that decides a version reads in a sentence.
@@ -71,6 +80,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--workspace", help="workspace slug (default PROMPTRECORD_DEFAULT_WORKSPACE)"
     )
     audit.add_argument("--database-url", help="overrides PROMPTRECORD_DATABASE_URL")
+    audit.add_argument("--url", help="ask this server (default PROMPTRECORD_URL, config file)")
+    audit.add_argument("--api-key", help="with a server: the API key (PROMPTRECORD_API_KEY)")
+    audit.add_argument("--profile", help="a table of the config file (PROMPTRECORD_PROFILE)")
     audit.add_argument("--json", action="store_true", help="print JSON")
     audit.set_defaults(handler=cmd_audit)
 
@@ -82,6 +94,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         env = settings.eventsourcing_env()
     except (InvalidInput, ValueError) as error:
         return _fail(args, error)
+    try:
+        over_http = not args.database_url and cli_http.server_configured(args)
+    except cli_http.CliError as error:
+        return _fail(args, ValueError(error.message))
+    if over_http:
+        return cli_http.run(_connection(args), lambda server, _: _ask(server, args, question))
     sqlite_file = env.get("SQLITE_DBNAME")
     if sqlite_file is not None and not Path(sqlite_file).exists():
         # Opening it would create an empty store and answer "does not exist" for everything.
@@ -106,6 +124,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             else:
                 print(_heading(args, question["start"], question["end"]))
                 print(table(found))
+                print(observed_line(_observed(settings, workspace, args, question)))
     except DomainError as error:
         return _fail(args, error)
     finally:
@@ -129,13 +148,109 @@ def _question(args: argparse.Namespace) -> dict[str, Any]:
 
 def _fail(args: argparse.Namespace, error: Exception) -> int:
     """Report on stderr; a refusal (the question has no answer then) exits 1, the rest 2."""
-    refused = isinstance(error, DomainError) and not isinstance(error, InvalidInput)
+    refused = isinstance(error, (Conflict, Forbidden)) or (
+        isinstance(error, DomainError) and error.code in cli_http.REFUSAL_CODES
+    )
     if isinstance(error, DomainError) and args.json:
         print(json.dumps({"code": error.code, "detail": error.detail}), file=sys.stderr)
     else:
         detail = error.detail if isinstance(error, DomainError) else str(error)
         print(f"promptrecord audit: {'refused: ' if refused else ''}{detail}", file=sys.stderr)
     return EXIT_REFUSED if refused else EXIT_ERROR
+
+
+# --- over HTTP ------------------------------------------------------------------------------
+
+
+def _connection(args: argparse.Namespace) -> argparse.Namespace:
+    # The API key is --api-key here: --key is the rollout's routing key, as in the HTTP API.
+    return argparse.Namespace(**{**vars(args), "key": args.api_key})
+
+
+def _ask(server: cli_http.Server, args: argparse.Namespace, question: dict[str, Any]) -> int:
+    path = f"/v1/audit/tenants/{quote(args.tenant, safe='')}/prompts/{quote(args.prompt)}"
+    params = {"environment": args.environment, **({"key": args.key} if args.key else {})}
+    if "at" in question:
+        at = question["at"].isoformat()
+        found = server.send("GET", path, params={**params, "at": at})
+        print(json.dumps(found) if args.json else describe(answer_from(found)))
+        return EXIT_OK
+    window = {"from": question["start"].isoformat(), "to": question["end"].isoformat()}
+    found = server.send("GET", f"{path}/intervals", params={**params, **window})
+    if args.json:
+        print(json.dumps(found["intervals"]))
+    else:
+        print(_heading(args, question["start"], question["end"]))
+        print(table([interval_from(item) for item in found["intervals"]]))
+        counts = {o["version"]: o["executions"] for o in found.get("observed", [])}
+        print(observed_line(counts))
+    return EXIT_OK
+
+
+def _observed(
+    settings: Settings, workspace: str, args: argparse.Namespace, question: dict[str, Any]
+) -> dict[int, int]:
+    """Executions per version the tenant logged in the window (the audit's `observed`)."""
+    from promptrecord.projections.executions import open_execution_store
+
+    store = open_execution_store(settings)
+    try:
+        start, end = question["start"], question["end"]
+        return store.version_counts(
+            workspace, args.tenant, args.prompt, args.environment, start, end
+        )
+    finally:
+        store.close()
+
+
+def observed_line(counts: dict[int, int]) -> str:
+    if not counts:
+        return "observed: no executions logged for this tenant in the window"
+    return "observed: " + ", ".join(f"v{v} ran {n} executions" for v, n in counts.items())
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _split(value: dict[str, Any] | None) -> RolloutSplit | None:
+    return RolloutSplit(**value) if value else None
+
+
+def answer_from(found: dict[str, Any]) -> AuditAnswer:
+    """The server's JSON answer as the `AuditAnswer` the database mode prints."""
+    events = [
+        CausingEvent(**{**event, "timestamp": datetime.fromisoformat(event["timestamp"])})
+        for event in found["events"]
+    ]
+    return AuditAnswer(
+        workspace=found["workspace"],
+        tenant=found["tenant"],
+        prompt=found["prompt"],
+        environment=found["environment"],
+        key=found["key"],
+        at=datetime.fromisoformat(found["at"]),
+        version=found["version"],
+        content_hash=found["content_hash"],
+        reason=found["reason"],
+        rollout=_split(found["rollout"]),
+        pin_expires_at=_time(found["pin_expires_at"]),
+        cause=found["cause_event_id"],
+        events=events,
+    )
+
+
+def interval_from(found: dict[str, Any]) -> Interval:
+    return Interval(
+        valid_from=datetime.fromisoformat(found["valid_from"]),
+        valid_to=_time(found["valid_to"]),
+        version=found["version"],
+        reason=found["reason"],
+        rollout=_split(found["rollout"]),
+        pin_expires_at=_time(found["pin_expires_at"]),
+        cause=found["cause_event_id"],
+        refusal=found["refusal"],
+    )
 
 
 # --- readable output ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from eventsourcing.persistence import PersistenceError
 
@@ -18,6 +18,7 @@ from promptrecord.settings import Settings
 if TYPE_CHECKING:
     from promptrecord.domain.application import PromptRecord
     from promptrecord.workers.dispatcher import Dispatching
+    from promptrecord.workers.webhook_dispatch import WebhookDispatching
 
 EXIT_OK, EXIT_ERROR = 0, 2
 BAR_WIDTH = 30
@@ -33,7 +34,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "deployment and pin intervals, audit log) exactly once, until SIGTERM or Ctrl-C. "
             "On PostgreSQL it wakes on LISTEN/NOTIFY and polls; on SQLite it polls. "
             "With PROMPTRECORD_REDIS_URL set it also dispatches: enqueues each requested "
-            "eval run for `promptrecord worker`, and re-enqueues runs a dead worker left. "
+            "eval run and each webhook delivery for `promptrecord worker`, and re-enqueues "
+            "what a dead worker left. "
             "Run one per database."
         ),
     )
@@ -148,6 +150,18 @@ def _start_dispatching(settings: Settings, app: PromptRecord) -> Dispatching | N
     except BaseException:
         leases.close()
         raise
+    try:
+        webhooks = _start_webhooks(settings, app, broker, leases, queue.database)
+    except BaseException:
+        dispatching.stop()
+        leases.close()
+        raise
+    dispatching.on_stop.insert(0, webhooks.stop)
+    if settings.monitoring_enabled:
+        from promptrecord.workers.online_judge import start_monitoring
+
+        monitoring = start_monitoring(app, settings)
+        dispatching.on_stop.insert(0, monitoring.stop)
     dispatching.on_stop.append(leases.close)
     logger.info(
         "dispatching eval runs to Redis (namespace %s); re-enqueueing every %ss",
@@ -155,6 +169,17 @@ def _start_dispatching(settings: Settings, app: PromptRecord) -> Dispatching | N
         settings.reconcile_interval,
     )
     return dispatching
+
+
+def _start_webhooks(
+    settings: Settings, app: PromptRecord, broker: Any, leases: Any, database: str
+) -> WebhookDispatching:
+    """Create webhook deliveries from the log and enqueue them for `promptrecord worker`."""
+    from promptrecord.workers.webhook_dispatch import WebhookDispatching
+    from promptrecord.workers.webhook_runtime import WebhookQueue
+
+    queue = WebhookQueue(broker, leases, database, settings.webhook_requeue_after)
+    return WebhookDispatching.start(app, queue, settings)
 
 
 class ProgressBar:

@@ -1,4 +1,5 @@
-"""The `worker` command: carry out eval runs from the Redis queue until stopped."""
+"""The `worker` command: carry out eval runs and post webhooks from the Redis queues until
+stopped."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import PersistenceError
 
@@ -17,6 +18,7 @@ from promptrecord.settings import Settings
 
 if TYPE_CHECKING:
     from promptrecord.domain.application import PromptRecord
+    from promptrecord.workers.webhook_runtime import WebhookRuntime
 
 EXIT_OK, EXIT_ERROR = 0, 2
 STOP_TIMEOUT = 60.0  # seconds SIGTERM waits for running evals to reach a batch boundary
@@ -42,7 +44,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "many as you like; a lease keeps each run on one worker at a time, and a run "
             "whose worker dies resumes on another from its last recorded batch. SIGTERM or "
             "Ctrl-C stops after the current batch of each run and hands the runs back to "
-            "the queue. `promptrecord projector` enqueues the runs."
+            "the queue. It also posts webhook deliveries (queue `webhooks`). "
+            "`promptrecord projector` enqueues both."
         ),
     )
     worker.add_argument("--database-url", help="overrides PROMPTRECORD_DATABASE_URL")
@@ -103,6 +106,7 @@ def _serve(settings: Settings, app: PromptRecord, threads: int) -> int:
         register,
         unregister,
     )
+    from promptrecord.workers.webhook_runtime import unregister as unregister_webhooks
 
     broker = configure_broker(settings)
     leases = open_leases(settings)
@@ -118,6 +122,7 @@ def _serve(settings: Settings, app: PromptRecord, threads: int) -> int:
         database=queue.database, app=app, settings=settings, queue=queue, requeue_on_stop=True
     )
     register(runtime, sole=True)
+    webhooks = _webhook_runtime(settings, app, broker, leases, queue.database)
     stop = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -125,7 +130,11 @@ def _serve(settings: Settings, app: PromptRecord, threads: int) -> int:
         stop.set()
 
     saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    worker = dramatiq.Worker(broker, worker_threads=threads)
+    # An idle consumer sleeps up to `worker_timeout` between looks at Redis (Dramatiq's 1 s
+    # default would be most of a webhook's latency budget).
+    worker = dramatiq.Worker(
+        broker, worker_threads=threads, worker_timeout=int(settings.worker_idle_poll * 1000)
+    )
     try:
         worker.start()
         log.info(
@@ -143,9 +152,30 @@ def _serve(settings: Settings, app: PromptRecord, threads: int) -> int:
         for sig, previous in saved.items():
             signal.signal(sig, previous)
         unregister(runtime)
+        unregister_webhooks(webhooks)
+        webhooks.store.close()
         leases.close()
     log.info("stopped")
     return EXIT_OK
+
+
+def _webhook_runtime(
+    settings: Settings, app: PromptRecord, broker: Any, leases: Any, database: str
+) -> WebhookRuntime:
+    """Serve the `webhooks` queue too: this worker posts webhook deliveries."""
+    from promptrecord.workers.webhook_runtime import WebhookQueue, WebhookRuntime, register
+    from promptrecord.workers.webhook_store import open_webhook_store
+
+    queue = WebhookQueue(broker, leases, database, settings.webhook_requeue_after)
+    runtime = WebhookRuntime(
+        database=database,
+        app=app,
+        settings=settings,
+        store=open_webhook_store(settings),
+        queue=queue,
+    )
+    register(runtime, sole=True)
+    return runtime
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from promptrecord.api.idempotency import IdempotencyStore
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.errors import Unavailable
+from promptrecord.projections.executions import ExecutionStore, open_execution_store
 from promptrecord.projections.live import LiveState
 from promptrecord.projections.live_seed import seed_state
 from promptrecord.projections.views import ViewStore, open_view_store
@@ -20,6 +21,7 @@ from promptrecord.settings import Settings
 if TYPE_CHECKING:
     from promptrecord.projections.runner import Projector
     from promptrecord.workers.embedded import EmbeddedWorkers
+    from promptrecord.workers.webhook_store import WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class Services:
         self.workers = workers  # dispatcher, reconciler and in-process eval workers, if here
         self.view_store_seen = 0  # the highest position the views were seen to have applied
         self._lock = threading.Lock()
+        self._webhook_deliveries: WebhookStore | None = None
+        self._executions: ExecutionStore | None = None  # opened on first use
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -167,6 +171,25 @@ class Services:
             self.view_store_seen = max(self.view_store_seen, position)
         return self.view_store
 
+    @property
+    def webhook_deliveries(self) -> WebhookStore:
+        """Webhook deliveries and attempts, for the API's reads and resends (opened on first
+        use: most processes never list a delivery)."""
+        with self._lock:
+            if self._webhook_deliveries is None:
+                from promptrecord.workers.webhook_store import open_webhook_store
+
+                self._webhook_deliveries = open_webhook_store(self.settings)
+            return self._webhook_deliveries
+
+    @property
+    def executions(self) -> ExecutionStore:
+        """Executions, feedback, scores and their rollups (opened on first use)."""
+        with self._lock:
+            if self._executions is None:
+                self._executions = open_execution_store(self.settings)
+            return self._executions
+
     def close(self) -> None:
         if self.workers is not None:
             self.workers.stop()
@@ -178,4 +201,8 @@ class Services:
             except Exception:
                 log.exception("the embedded projector had stopped with an error")
         self.idempotency.close()
+        if self._executions is not None:
+            self._executions.close()
+        if self._webhook_deliveries is not None:
+            self._webhook_deliveries.close()
         self.app.close()

@@ -18,8 +18,10 @@ from promptrecord.domain.base import ChainedAggregate
 from promptrecord.domain.deployment import Deployment
 from promptrecord.domain.errors import Conflict, NotFound
 from promptrecord.domain.evals import Dataset, EvalRun, GateRecord
+from promptrecord.domain.monitors import Monitor
 from promptrecord.domain.pin import TenantPin
 from promptrecord.domain.prompt import Prompt
+from promptrecord.domain.webhooks import WebhookEndpoint
 from promptrecord.domain.workspace import Workspace
 
 A = TypeVar("A", bound=ChainedAggregate)
@@ -58,6 +60,8 @@ class CommandBase(Application[UUID]):
             Dataset: snapshot_interval,
             EvalRun: snapshot_interval,
             GateRecord: snapshot_interval,
+            WebhookEndpoint: snapshot_interval,
+            Monitor: snapshot_interval,
         }
         super().__init__(env)
         self.clock = clock

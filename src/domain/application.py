@@ -18,17 +18,20 @@ from promptrecord.domain.deployment import Deployment, check_key_by, check_share
 from promptrecord.domain.errors import Conflict, InvalidInput, NotFound
 from promptrecord.domain.eval_commands import EvalCommands
 from promptrecord.domain.keys import KeyToken, hash_secret, new_token
+from promptrecord.domain.monitor_commands import MonitorCommands
 from promptrecord.domain.pin import TenantPin, check_tenant
 from promptrecord.domain.policy import DEFAULT_ENVIRONMENTS, EnvironmentPolicy
 from promptrecord.domain.prompt import Prompt, check_name, name_from_title
 from promptrecord.domain.templates import check_templates, extract_variables
+from promptrecord.domain.webhook_commands import WebhookCommands
 from promptrecord.domain.workspace import Workspace, check_environments, check_slug
 
 __all__ = ["CommandResult", "PromptRecord", "utcnow"]
 
 
-class PromptRecord(EvalCommands):
-    """Commands on workspaces, prompts, deployments, pins, datasets and eval runs."""
+class PromptRecord(EvalCommands, WebhookCommands, MonitorCommands):
+    """Commands on workspaces, prompts, deployments, pins, datasets, eval runs, webhooks and
+    monitoring."""
 
     # --- workspaces and keys -----------------------------------------------------------------
 

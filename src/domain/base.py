@@ -61,6 +61,18 @@ class Actor:
 SYSTEM = Actor(key_id="system", key_name="promptrecord")
 
 
+def workspace_named_by(created: Any) -> str | None:
+    """The workspace a version-1 event names: `Workspace.Created` its slug, every other
+    aggregate's first event its `workspace` field."""
+    if created is None or getattr(created, "originator_version", None) != 1:
+        return None
+    if type(created).__qualname__ == "Workspace.Created":
+        slug = getattr(created, "slug", None)
+        return slug if isinstance(slug, str) else None
+    workspace = getattr(created, "workspace", None)
+    return workspace if isinstance(workspace, str) else None
+
+
 class ChainedAggregate(Aggregate):
     """An aggregate whose events each carry the digest of the event before them."""
 

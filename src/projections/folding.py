@@ -18,10 +18,19 @@ TEXT, INT, REAL, BOOL, JSON, TIME = "text", "int", "real", "bool", "json", "time
 # The aggregates whose events the views understand. Events of others (added later) are
 # tracked and otherwise left alone, so a new aggregate never stops the projector.
 KNOWN_AGGREGATES = frozenset(
-    {"Workspace", "Prompt", "Deployment", "TenantPin", "Dataset", "EvalRun", "GateRecord"}
+    {
+        "Workspace",
+        "Prompt",
+        "Deployment",
+        "TenantPin",
+        "Dataset",
+        "EvalRun",
+        "GateRecord",
+        "WebhookEndpoint",
+    }
 )
 # The events that create an aggregate under another name than `Created`.
-_CREATED_AS = frozenset({"EvalRun.Requested"})
+_CREATED_AS = frozenset({"EvalRun.Requested", "WebhookEndpoint.Registered"})
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -85,7 +94,7 @@ def cols(spec: str, type_: str, nullable: bool = False) -> tuple[Column, ...]:
 class Subject:
     """What an aggregate is about, from its Created event: the business key of its events."""
 
-    kind: str  # workspace | prompt | deployment | pin | dataset | eval_run | gate
+    kind: str  # workspace | prompt | deployment | pin | dataset | eval_run | gate | webhook
     workspace: str
     prompt: str | None = None
     environment: str | None = None
@@ -143,6 +152,8 @@ def subject_from_created(type_name: str, event: Any) -> Subject | None:
                 dataset=event.dataset,
                 version=event.candidate,
             )
+        case "WebhookEndpoint.Registered":
+            return Subject("webhook", event.workspace)
     return None
 
 

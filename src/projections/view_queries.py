@@ -23,6 +23,7 @@ from promptrecord.projections.folding_evals import (
 )
 from promptrecord.projections.folding_history import AUDIT_LOG, DEPLOYMENT_INTERVALS, PIN_INTERVALS
 from promptrecord.projections.folding_state import CATALOG, DEPLOYMENTS, PINS, VERSIONS
+from promptrecord.projections.folding_webhooks import WEBHOOK_ENDPOINTS
 from promptrecord.projections.views import (
     ApiKeyEntry,
     AuditEntry,
@@ -41,6 +42,7 @@ from promptrecord.projections.views import (
     VersionEntry,
     ViewSnapshot,
     ViewStore,
+    WebhookEndpointEntry,
     WorkspaceEntry,
 )
 
@@ -382,6 +384,17 @@ class ViewQueries(ViewStore):
             ' ORDER BY "position" LIMIT ?',
         )
         return [EvalRunEntry(**row) for row in rows]
+
+    def webhook_endpoints(
+        self, workspace: str, limit: int = 100, after: str | None = None
+    ) -> list[WebhookEndpointEntry]:
+        rows = self._query(
+            WEBHOOK_ENDPOINTS,
+            ['"workspace" = ?', '"removed" = ?', '"endpoint_id" > ?'],
+            [workspace, False, after or "", limit],
+            ' ORDER BY "endpoint_id" LIMIT ?',
+        )
+        return [WebhookEndpointEntry(**row) for row in rows]
 
     @property
     @abstractmethod

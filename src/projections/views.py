@@ -29,6 +29,7 @@ from promptrecord.projections.folding_state import (
     PinsView,
     VersionsView,
 )
+from promptrecord.projections.folding_webhooks import WebhookEndpointsView
 
 if TYPE_CHECKING:
     from promptrecord.domain.application import PromptRecord
@@ -56,6 +57,7 @@ __all__ = [
     "ViewSnapshot",
     "ViewStore",
     "ViewsOutdated",
+    "WebhookEndpointEntry",
     "WorkspaceEntry",
     "default_views",
     "open_view_store",
@@ -77,6 +79,7 @@ def default_views() -> tuple[View, ...]:
         PromotionRequestsView(),
         DatasetsView(),
         EvalRunsView(),
+        WebhookEndpointsView(),
     )
 
 
@@ -340,6 +343,24 @@ class EvalResultEntry:
 
 
 @dataclass(frozen=True)
+class WebhookEndpointEntry:
+    aggregate_id: str
+    workspace: str
+    endpoint_id: str
+    url: str
+    event_types: list[str]
+    description: str | None
+    enabled: bool
+    removed: bool
+    disabled_reason: str | None
+    created_by: dict[str, Any]  # the actor
+    created_at: datetime
+    updated_at: datetime
+    secret_rotated_at: datetime | None
+    revision: int
+
+
+@dataclass(frozen=True)
 class RebuildReport:
     views: tuple[str, ...]
     events: int
@@ -588,6 +609,14 @@ class ViewStore(TrackingRecorder, ABC):
     @abstractmethod
     def unfinished_eval_runs(self, limit: int = 1000) -> list[EvalRunEntry]:
         """Runs of every workspace still requested or running, oldest request first."""
+
+    # --- webhook endpoints ----------------------------------------------------------------
+
+    @abstractmethod
+    def webhook_endpoints(
+        self, workspace: str, limit: int = 100, after: str | None = None
+    ) -> list[WebhookEndpointEntry]:
+        """Endpoints of a workspace not removed, by endpoint id, after the id `after`."""
 
     @abstractmethod
     def snapshot(self) -> AbstractContextManager[ViewSnapshot]:

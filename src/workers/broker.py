@@ -2,7 +2,8 @@
 
 Dramatiq binds an actor to the global broker when the actor is declared, so
 `configure_broker` sets the broker first and only then imports the actor module
-(`promptrecord.workers.actors`). Import the actors through it, never directly.
+(`promptrecord.workers.actors`, `promptrecord.workers.webhook_actors`). Import the actors
+through it, never directly.
 
 Middleware: `TimeLimit` and `Retries` only, because the eval actor declares `time_limit`,
 `max_retries` and `throws` and nothing else. Left out on purpose: `AgeLimit` (a queued run
@@ -26,8 +27,11 @@ from dramatiq.middleware import Retries, TimeLimit
 from promptrecord.settings import Settings
 
 ACTORS_MODULE = "promptrecord.workers.actors"
+WEBHOOK_ACTORS_MODULE = "promptrecord.workers.webhook_actors"
 EVAL_QUEUE = "evals"
 RUN_EVAL = "run_eval"  # the eval actor's name: what messages carry
+WEBHOOK_QUEUE = "webhooks"
+DELIVER_WEBHOOK = "deliver_webhook"
 
 
 class BrokerMismatch(RuntimeError):
@@ -99,7 +103,9 @@ def configure_broker(settings: Settings) -> dramatiq.Broker:
         broker = build_broker(settings)
         dramatiq.set_broker(broker)
         importlib.import_module(ACTORS_MODULE)
+        importlib.import_module(WEBHOOK_ACTORS_MODULE)
         broker.declare_queue(EVAL_QUEUE)
+        broker.declare_queue(WEBHOOK_QUEUE)
         _configured = (wanted, broker)
         return broker
 
@@ -112,8 +118,11 @@ def configured_broker() -> dramatiq.Broker | None:
 
 __all__ = [
     "ACTORS_MODULE",
+    "DELIVER_WEBHOOK",
     "EVAL_QUEUE",
     "RUN_EVAL",
+    "WEBHOOK_ACTORS_MODULE",
+    "WEBHOOK_QUEUE",
     "BrokerIdentity",
     "BrokerMismatch",
     "build_broker",

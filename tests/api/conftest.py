@@ -145,7 +145,15 @@ def serve() -> Callable[[FastAPI], AbstractContextManager[str]]:
 def api(backend: Settings) -> Iterator[Api]:
     """Workspace `acme` with its bootstrap admin key, served over real HTTP."""
     # The views kept in the server process, as `serve` does on SQLite, on both backends.
-    services = Services.open(backend.model_copy(update={"embedded_projector": True}))
+    # Loopback allowed for webhook receivers in the tests; the sealing key file in tmp.
+    settings = backend.model_copy(
+        update={
+            "embedded_projector": True,
+            "webhook_allow_hosts": "127.0.0.1,::1,localhost",
+            "secret_key_file": backend.admin_key_file.with_name("secret.key"),
+        }
+    )
+    services = Services.open(settings)
     try:
         created, admin_token = services.app.create_workspace("acme")
         services.read_own_write(created.position)  # start every test from settled state

@@ -61,7 +61,7 @@ def test_redis_url_set_means_a_redis_broker_set_before_the_actors(redis_url: str
     assert found["global"] and found["actor_bound"] and found["same_again"]
     assert found["imported_before"] is False
     assert found["middleware"] == ["TimeLimit", "Retries"]
-    assert found["queues"] == ["evals"]
+    assert found["queues"] == ["evals", "webhooks"]
 
 
 def test_no_redis_url_means_the_in_process_broker() -> None:

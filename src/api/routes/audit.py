@@ -162,6 +162,11 @@ class IntervalOut(BaseModel):
     refusal: str | None = Field(description="Why nothing was served, e.g. not_deployed")
 
 
+class ObservedOut(BaseModel):
+    version: int = Field(examples=[7])
+    executions: int = Field(description="Executions the tenant logged on it in the window")
+
+
 class IntervalsOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -196,6 +201,7 @@ class IntervalsOut(BaseModel):
                             "refusal": None,
                         },
                     ],
+                    "observed": [{"version": 7, "executions": 1840}],
                 }
             ]
         },
@@ -209,6 +215,11 @@ class IntervalsOut(BaseModel):
     end: datetime = Field(serialization_alias="to", description="Window end, exclusive")
     method: str
     intervals: list[IntervalOut]
+    observed: list[ObservedOut] = Field(
+        default_factory=list,
+        description="What was observed: executions per version the application logged for "
+        "this tenant, prompt and environment in the window (`POST /v1/executions`)",
+    )
 
 
 CSV_COLUMNS = (
@@ -343,6 +354,12 @@ def audit_intervals(
         end=window_end,
         method=source.method,
         intervals=[IntervalOut.model_validate(interval.as_dict()) for interval in found],
+        observed=[
+            ObservedOut(version=version, executions=count)
+            for version, count in services.executions.version_counts(
+                caller.workspace, tenant, name, environment, window_start, window_end
+            ).items()
+        ],
     )
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from promptrecord.api.deps import Caller, ServicesDep, Viewer
 from promptrecord.api.problems import problem_responses
 from promptrecord.api.services import Services
-from promptrecord.domain.base import ChainedAggregate, event_id
+from promptrecord.domain.base import ChainedAggregate, event_id, workspace_named_by
 from promptrecord.domain.errors import Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -116,22 +116,12 @@ class _Membership:
         if created is None:
             rows = services.app.recorder.select_events(aggregate_id, lte=1)
             created = _decode(services, rows[0]) if rows else None
-        workspace = _workspace_named_by(created)
+        workspace = workspace_named_by(created)
         with self._lock:
             self._found[aggregate_id] = workspace
             if len(self._found) > MEMBERSHIP_CACHE:
                 self._found.popitem(last=False)
         return workspace
-
-
-def _workspace_named_by(created: Any) -> str | None:
-    if created is None or getattr(created, "originator_version", None) != 1:
-        return None
-    if type(created).__qualname__ == "Workspace.Created":
-        slug = getattr(created, "slug", None)
-        return slug if isinstance(slug, str) else None
-    workspace = getattr(created, "workspace", None)
-    return workspace if isinstance(workspace, str) else None
 
 
 _memberships: weakref.WeakKeyDictionary[Services, _Membership] = weakref.WeakKeyDictionary()

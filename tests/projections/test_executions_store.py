@@ -1,0 +1,171 @@
+"""The execution store on both backends: exactly-once ingestion and rollups, feedback,
+scores, judge candidates, the audit's observed counts, and append-only tables."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from promptrecord.projections.executions import (
+    EXECUTIONS_TABLE,
+    FEEDBACK_TABLE,
+    Execution,
+    ExecutionStore,
+    open_execution_store,
+    sample_of,
+)
+from promptrecord.projections.executions_metrics import Figures
+from promptrecord.settings import Settings
+
+START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
+HOURS = (int(START.timestamp()) - 3600, int(START.timestamp()) + 48 * 3600)
+
+
+def execution(n: int, **changes: object) -> Execution:
+    base = Execution(
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"execution-{n}")),
+        workspace="acme",
+        prompt="bot",
+        version=1,
+        environment="production",
+        started_at=START + timedelta(minutes=n),
+        status="ok",
+        latency_ms=100.0 + n,
+        tokens_in=10,
+        tokens_out=5,
+        cost_usd=0.001,
+        tenant="t1",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(backend: Settings) -> Iterator[ExecutionStore]:
+    opened = open_execution_store(backend)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def figures(store: ExecutionStore, version: int | None = None) -> Figures:
+    rollups = store.rollups("acme", "bot", "production", *HOURS)
+    return Figures.of(r for r in rollups if version is None or r.version == version)
+
+
+def test_a_retried_batch_counts_once(store: ExecutionStore) -> None:
+    batch = [execution(n) for n in range(10)]
+    assert store.ingest(batch) == [True] * 10
+    assert store.ingest(batch) == [False] * 10
+    mixed = [execution(3), execution(10), execution(10)]  # one old, one new twice
+    assert store.ingest(mixed) == [False, True, False]
+    f = figures(store)
+    assert f.count == 11
+    assert f.sums["tokens_in"] == 110
+    assert f.sums["cost_usd"] == pytest.approx(0.011)
+    assert f.latency.total == 11
+
+
+def test_rollups_count_statuses_cost_scores_and_hours(store: ExecutionStore) -> None:
+    store.ingest(
+        [
+            execution(0, status="error", cost_usd=None),
+            execution(1, status="timeout", score=0.5),
+            execution(2, score=1.0),
+            execution(70, version=2),  # the next hour, another version
+        ]
+    )
+    v1 = figures(store, 1).as_dict()
+    assert v1["count"] == 3
+    assert v1["statuses"] == {"ok": 1, "error": 1, "timeout": 1, "refusal": 0}
+    assert v1["error_rate"] == pytest.approx(2 / 3)
+    assert v1["unpriced"] == 1
+    assert v1["cost_usd"] == pytest.approx(0.002)
+    assert v1["mean_score"] == pytest.approx(0.75)
+    assert v1["scored"] == 2
+    rollups = store.rollups("acme", "bot", "production", *HOURS)
+    assert {(r.version, r.hour) for r in rollups} == {
+        (1, int(START.timestamp())),
+        (2, int(START.timestamp()) + 3600),
+    }
+    assert store.rollups("acme", "bot", "staging", *HOURS) == []
+    assert [r.version for r in store.rollups("acme", "bot", "production", *HOURS, [2])] == [2]
+
+
+def test_feedback_counts_in_the_rollup_and_unknown_ids_are_none(store: ExecutionStore) -> None:
+    store.ingest([execution(0), execution(1)])
+    first, second = execution(0).id, execution(1).id
+    assert store.add_feedback("acme", first, "up", "great", START) is not None
+    assert store.add_feedback("acme", second, "down", None, START) is not None
+    assert store.add_feedback("acme", second, "up", None, START) is not None
+    assert store.add_feedback("acme", str(uuid.uuid4()), "up", None, START) is None
+    assert store.add_feedback("other", first, "up", None, START) is None  # another workspace
+    f = figures(store).as_dict()
+    assert (f["feedback_up"], f["feedback_down"]) == (2, 1)
+    assert f["feedback_rate"] == pytest.approx(2 / 3)
+
+
+def test_scores_once_per_execution_and_source(store: ExecutionStore) -> None:
+    with_output = [execution(n, output=f"answer {n}", input={"q": n}) for n in range(40)]
+    store.ingest([*with_output, execution(50)])  # the last has no output
+    everything = store.judge_candidates("acme", "bot", 1.0, START, 100)
+    assert len(everything) == 40 and everything[0].input == {"q": 0}
+    sampled = store.judge_candidates("acme", "bot", 0.5, START, 100)
+    assert {c.id for c in sampled} == {e.id for e in with_output if sample_of(e.id) < 0.5}
+    assert all(0 <= c.sample < 0.5 for c in sampled)
+    first = everything[0].id
+    scores = [(first, 0.8, "judge"), (first, 0.8, "judge"), (str(uuid.uuid4()), 1.0, "judge")]
+    assert store.add_scores("acme", scores) == 1
+    assert store.add_scores("acme", [(first, 0.2, "judge"), (first, 0.4, "human")]) == 1
+    assert first not in {c.id for c in store.judge_candidates("acme", "bot", 1.0, START, 100)}
+    f = figures(store)
+    assert f.score_count == 2
+    assert f.mean_score() == pytest.approx(0.6)
+
+
+def test_version_counts_for_the_audit(store: ExecutionStore) -> None:
+    store.ingest(
+        [
+            execution(0),
+            execution(1, version=2),
+            execution(2, version=2),
+            execution(3, tenant="t2"),
+            execution(4, environment="staging"),
+            execution(200, version=3),  # after the window
+        ]
+    )
+    end = START + timedelta(hours=1)
+    assert store.version_counts("acme", "t1", "bot", "production", START, end) == {1: 1, 2: 2}
+    assert store.version_counts("acme", "t2", "bot", "production", START, end) == {1: 1}
+    assert store.version_counts("acme", "nobody", "bot", "production", START, end) == {}
+
+
+def test_executions_and_feedback_are_append_only(store: ExecutionStore, backend: Settings) -> None:
+    store.ingest([execution(0)])
+    store.add_feedback("acme", execution(0).id, "up", None, START)
+    for table in (EXECUTIONS_TABLE, FEEDBACK_TABLE):
+        for statement in ("UPDATE {} SET workspace = 'x'", "DELETE FROM {}"):
+            with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
+                _run(backend, statement, table)
+    assert figures(store).count == 1
+
+
+def _run(settings: Settings, statement: str, table: str) -> None:
+    env = settings.eventsourcing_env()
+    if settings.is_postgres:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            qualified = sql.Identifier(env["POSTGRES_SCHEMA"], table)
+            conn.execute(sql.SQL(statement).format(qualified))
+    else:
+        connection = sqlite3.connect(env["SQLITE_DBNAME"])
+        try:
+            connection.execute(statement.format(table))
+        finally:
+            connection.close()
