@@ -2,7 +2,7 @@
 and the hourly rollups the metrics read — the store's interface and what both backends share.
 
 Executions are telemetry, not domain events: too many to fold, never replayed. They go to an
-append-only table in the events' database keyed by `(started_at, id)`, so a retried batch
+append-only table in the events' database keyed by `(id, started_at)`, so a retried batch
 inserts nothing twice. Rollups per (workspace, prompt, version, environment, hour) are
 written in the same transaction as the rows actually inserted, so each execution, feedback
 and score is counted exactly once without a follower.

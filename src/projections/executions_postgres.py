@@ -185,11 +185,22 @@ class PostgresExecutionStore(ExecutionStore):
         cursor.execute(
             self._sql.upsert_rollup, [list(column) for column in zip(*rows, strict=True)]
         )
-        buckets = [(*key, b, c) for key, d in deltas for b, c in sorted(d.latency.items())]
+        keys = [list(column) for column in zip(*(key for key, _ in deltas), strict=True)]
+        places: list[int] = []
+        buckets: list[int] = []
+        counts: list[int] = []
+        for place, (_, delta) in enumerate(deltas, start=1):
+            latency = sorted(delta.latency.items())
+            places += [place] * len(latency)
+            buckets += [bucket for bucket, _ in latency]
+            counts += [count for _, count in latency]
         if buckets:
-            cursor.execute(
-                self._sql.upsert_latency, [list(column) for column in zip(*buckets, strict=True)]
-            )
+            # Hundreds of integers go as array literals: one `join` each, where the adapter
+            # would dump them one by one.
+            arrays = [
+                "{" + ",".join(map(str, column)) + "}" for column in (places, buckets, counts)
+            ]
+            cursor.execute(self._sql.upsert_latency, [*keys, *arrays])
 
     def find(self, workspace: str, execution_id: str) -> StoredExecution | None:
         with self._pool.connection() as conn:

@@ -59,7 +59,9 @@ class Statements:
         self.schema_name = schema
         executions = self.table(EXECUTIONS_TABLE)
         # Straight into the table: the fast path, for a batch none of which is stored yet.
-        self.copy_executions = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(executions, COLUMN_LIST)
+        self.copy_executions = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            executions, COLUMN_LIST
+        )
         # The path of a retried batch: staged, then inserted where the key is new.
         self.create_staging = sql.SQL(
             "CREATE TEMPORARY TABLE {staging} (LIKE {executions}) ON COMMIT DROP"
@@ -70,9 +72,7 @@ class Statements:
         self.insert_staged = sql.SQL(
             "INSERT INTO {executions} ({columns}) SELECT {columns} FROM {staging} "
             "ORDER BY id, started_at ON CONFLICT DO NOTHING RETURNING id::text, started_at"
-        ).format(
-            executions=executions, columns=COLUMN_LIST, staging=sql.Identifier(STAGING_TABLE)
-        )
+        ).format(executions=executions, columns=COLUMN_LIST, staging=sql.Identifier(STAGING_TABLE))
         key_arrays = "%s::text[], %s::text[], %s::integer[], %s::text[], %s::bigint[]"
         self.upsert_rollup = sql.SQL(
             "INSERT INTO {table} AS r ({keys}, {sums}) SELECT * FROM unnest({arrays}) "
@@ -84,9 +84,12 @@ class Statements:
             arrays=sql.SQL(key_arrays + ", %s::double precision[]" * len(ROLLUP_SUMS)),
             updates=sql.SQL(", ".join(f"{n} = r.{n} + excluded.{n}" for n in ROLLUP_SUMS)),
         )
+        # Each rollup key once, its buckets as three arrays joined to it by the key's place:
+        # a batch sends hundreds of buckets under a handful of keys.
         self.upsert_latency = sql.SQL(
-            "INSERT INTO {table} AS h ({keys}, bucket, count) SELECT * FROM unnest({arrays}, "
-            "%s::integer[], %s::bigint[]) "
+            "INSERT INTO {table} AS h ({keys}, bucket, count) SELECT {keys}, b.bucket, b.count "
+            "FROM unnest({arrays}) WITH ORDINALITY AS k({keys}, n) JOIN unnest(%s::bigint[], "
+            "%s::integer[], %s::bigint[]) AS b(n, bucket, count) USING (n) ORDER BY n, b.bucket "
             "ON CONFLICT ({keys}, bucket) DO UPDATE SET count = h.count + excluded.count"
         ).format(
             table=self.table(LATENCY_TABLE), keys=sql.SQL(KEY_COLUMNS), arrays=sql.SQL(key_arrays)

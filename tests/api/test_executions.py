@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -127,6 +128,48 @@ def test_all_bad_is_a_problem_and_limits_are_enforced(
     monkeypatch.setattr(executions_route, "MAX_BODY_BYTES", 1000)
     large = runtime.post("/v1/executions", json={"items": [item(output="x" * 2000)]})
     bot.assert_problem(large, 413, "content_too_large")
+
+
+def test_values_the_store_cannot_hold_are_refused_by_index(bot: Api) -> None:
+    runtime = bot.as_role("runtime")
+    items = [
+        item(),
+        item(output="before\x00after"),
+        item(input={"question": "lone \ud800 surrogate"}),
+        item(tokens_in=10**30),
+        item(latency_ms=10**400),
+        item(status=["ok"]),
+        item(resolve_reason={"why": "rollout"}),
+        item(version=True),
+        item(version=1.0),
+        item(environment=None),
+        item(output="an emoji \U0001f600 is fine"),
+    ]
+    # Escaped as Python's json and most SDKs send it: \u0000 and \ud800 reach the server.
+    escaped = json.dumps({"items": items}).encode()
+    response = runtime.post(
+        "/v1/executions", content=escaped, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 2
+    assert body["ids"][10] == items[10]["id"]
+    assert [(e["index"], e["field"], e["code"]) for e in body["errors"]] == [
+        (1, "items[1].output", "invalid_output"),
+        (2, "items[2].input", "invalid_input"),
+        (3, "items[3].tokens_in", "invalid_tokens_in"),
+        (4, "items[4].latency_ms", "invalid_latency_ms"),
+        (5, "items[5].status", "invalid_status"),
+        (6, "items[6].resolve_reason", "invalid_resolve_reason"),
+        (7, "items[7].version", "invalid_version"),
+        (8, "items[8].version", "invalid_version"),
+        (9, "items[9].environment", "invalid_environment"),
+    ]
+    not_json = b'{"items": [{"prompt": "bot", "version": 1, "latency_ms": NaN, "status": "ok"}]}'
+    refused = runtime.post(
+        "/v1/executions", content=not_json, headers={"content-type": "application/json"}
+    )
+    bot.assert_problem(refused, 422, "malformed_json", "body")
 
 
 def test_roles_and_key_limits(bot: Api) -> None:

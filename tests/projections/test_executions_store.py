@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -71,6 +72,26 @@ def test_a_retried_batch_counts_once(store: ExecutionStore) -> None:
     assert f.sums["tokens_in"] == 110
     assert f.sums["cost_usd"] == pytest.approx(0.011)
     assert f.latency.total == 11
+
+
+def test_a_repeat_inside_a_new_batch_counts_once(store: ExecutionStore) -> None:
+    batch = [execution(20), execution(21), execution(20)]
+    assert store.ingest(batch) == [True, True, False]
+    assert figures(store).count == 2
+    assert store.ingest([execution(22), execution(21)]) == [True, False]
+    assert figures(store).count == 3
+
+
+def test_concurrent_copies_of_a_batch_count_once(store: ExecutionStore) -> None:
+    """Both writers may start before either commits: one stores the batch, the other
+    waits for its keys and then finds every execution stored."""
+    batch = [execution(n) for n in range(300, 400)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(store.ingest, [batch] * 4))
+    assert sorted(sum(answer) for answer in answers) == [0, 0, 0, 100]
+    f = figures(store)
+    assert f.count == 100
+    assert f.latency.total == 100
 
 
 def test_rollups_count_statuses_cost_scores_and_hours(store: ExecutionStore) -> None:

@@ -1,18 +1,15 @@
 """Production calls as the application logs them, in batches, and thumbs up or down on them.
 
-The batch path is a throughput path: items are checked by hand against plain dicts (no model
-per item), prompts and versions against the live state (no database read per item), and the
-batch is stored in one transaction with its rollups.
+The batch path is a throughput path: the body is read on the event loop, then parsed, checked
+(`execution_batch`) and stored with its rollups in one transaction, all in one worker thread,
+so the loop stays free for other requests while a batch takes its tens of milliseconds.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import uuid
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 
 import anyio.to_thread
@@ -23,12 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from promptrecord.api.deps import Caller, Runtime, ServicesDep
+from promptrecord.api.execution_batch import SUSPECT_ESCAPE, Batch
 from promptrecord.api.problems import Problem, problem, problem_responses
 from promptrecord.api.schemas import RequestBody
 from promptrecord.api.services import Services
 from promptrecord.domain.errors import Forbidden, InvalidInput, NotFound
-from promptrecord.projections.executions import Execution
-from promptrecord.workers.providers import PriceTable
 
 router = APIRouter(
     prefix="/v1/executions", tags=["executions"], responses=problem_responses(401, 403, 422)
@@ -36,44 +32,6 @@ router = APIRouter(
 
 MAX_ITEMS = 1000
 MAX_BODY_BYTES = 16 * 1024 * 1024
-# Started-at times outside this range are refused: each day is a table partition.
-MAX_AGE = timedelta(days=30)
-MAX_AHEAD = timedelta(hours=1)
-RESOLVE_REASONS = frozenset({"pinned", "rollout", "promoted", "explicit", "fallback"})
-STATUSES = frozenset({"ok", "error", "timeout", "refusal"})
-FIELDS = frozenset(
-    {
-        "id",
-        "prompt",
-        "version",
-        "environment",
-        "tenant",
-        "request_id",
-        "resolve_reason",
-        "model",
-        "provider",
-        "latency_ms",
-        "tokens_in",
-        "tokens_out",
-        "cost_usd",
-        "status",
-        "error",
-        "score",
-        "started_at",
-        "input",
-        "output",
-        "metadata",
-    }
-)
-# (field, longest) of the optional strings an item may carry
-OPTIONAL_TEXT = (
-    ("tenant", 256),
-    ("request_id", 256),
-    ("model", 200),
-    ("provider", 64),
-    ("error", 10_000),
-    ("output", 100_000),
-)
 EXAMPLE: dict[str, Any] = {
     "id": "3b241101-e2bb-4255-8caf-4136c566a962",
     "prompt": "support-bot",
@@ -121,6 +79,10 @@ class ExecutionsAccepted(BaseModel):
 
 
 class FeedbackIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"rating": "down", "comment": "invented a refund policy"}]}
+    )
+
     rating: Literal["up", "down"]
     comment: str | None = Field(default=None, max_length=2000)
 
@@ -133,173 +95,7 @@ class FeedbackOut(BaseModel):
     environment: str
 
 
-class _Rejected(Exception):
-    def __init__(self, name: str, code: str, detail: str) -> None:
-        self.name, self.code, self.detail = name, code, detail
-
-
-@functools.cache
-def price_table(path: Path | None) -> PriceTable:
-    """The eval executor's model prices (`model_price_file`, else list prices)."""
-    return PriceTable.from_file(path) if path is not None else PriceTable.default()
-
-
-def _text(item: dict[str, Any], name: str, longest: int, default: str | None = None) -> Any:
-    value = item.get(name, default)
-    if value is None or (type(value) is str and len(value) <= longest):
-        return value
-    raise _Rejected(name, f"invalid_{name}", f"{name} must be text of at most {longest} characters")
-
-
-def _number(item: dict[str, Any], name: str, low: float, high: float = math.inf) -> float | None:
-    value = item.get(name)
-    if value is None:
-        return None
-    # `type(...) in` rather than isinstance: bool is an int, and this runs 1,000 times a batch.
-    if type(value) in (float, int) and low <= value <= high:
-        return float(value)
-    span = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
-    raise _Rejected(name, f"invalid_{name}", f"{name} must be a number {span}")
-
-
-def _count(item: dict[str, Any], name: str) -> int:
-    value = item.get(name, 0)
-    if type(value) is int and value >= 0:
-        return value
-    raise _Rejected(name, f"invalid_{name}", f"{name} must be a whole number, 0 or more")
-
-
-def _object(item: dict[str, Any], name: str) -> dict[str, Any] | None:
-    value = item.get(name)
-    if value is not None and not isinstance(value, dict):
-        raise _Rejected(name, f"invalid_{name}", f"{name} must be a JSON object or null")
-    return value
-
-
-def _started_at(item: dict[str, Any], now: datetime) -> datetime:
-    value = item.get("started_at")
-    if value is None:
-        return now
-    try:
-        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise _Rejected(
-            "started_at",
-            "invalid_started_at",
-            "started_at must be an ISO 8601 time with a timezone, e.g. 2026-03-14T09:00:00Z",
-        )
-    if not now - MAX_AGE <= moment <= now + MAX_AHEAD:
-        raise _Rejected(
-            "started_at",
-            "started_at_out_of_range",
-            f"started_at must be within the last {MAX_AGE.days} days and not ahead of the "
-            "server's clock; check the client's clock",
-        )
-    return moment.astimezone(UTC)
-
-
-def _identity(item: dict[str, Any]) -> str:
-    value = item.get("id")
-    if value is None:
-        return str(uuid.uuid4())
-    try:
-        return str(uuid.UUID(value)) if isinstance(value, str) else _bad_id()
-    except ValueError:
-        return _bad_id()
-
-
-def _bad_id() -> str:
-    raise _Rejected("id", "invalid_id", "id must be a UUID (send one so a retry counts once)")
-
-
-class Batch:
-    """Checks items of one request against the caller's limits and the live state."""
-
-    def __init__(self, caller: Caller, services: Services) -> None:
-        self.caller = caller
-        self.workspace: str = caller.workspace
-        self.state = services.live.state
-        self.prices = price_table(services.settings.model_price_file)
-        self.now = datetime.now(UTC)
-        workspace = self.state.workspaces.get(self.workspace)
-        self.environments = frozenset(workspace.environments if workspace else ())
-
-    def item(self, raw: Any) -> Execution:
-        if not isinstance(raw, dict):
-            raise _Rejected("", "invalid_item", "each item must be a JSON object")
-        if not FIELDS.issuperset(raw):
-            name = sorted(raw.keys() - FIELDS)[0]
-            raise _Rejected(name, "unknown_field", f"{name} is not a field of an execution")
-        prompt, version, environment = self._subject(raw)
-        status = raw.get("status")
-        if status not in STATUSES:
-            raise _Rejected("status", "invalid_status", f"status must be one of {sorted(STATUSES)}")
-        reason = raw.get("resolve_reason")
-        if reason is not None and reason not in RESOLVE_REASONS:
-            choices = ", ".join(sorted(RESOLVE_REASONS))
-            raise _Rejected("resolve_reason", "invalid_resolve_reason", f"use one of {choices}")
-        latency = _number(raw, "latency_ms", 0.0)
-        if latency is None:
-            raise _Rejected("latency_ms", "invalid_latency_ms", "latency_ms is required (≥ 0)")
-        texts = {name: _text(raw, name, longest) for name, longest in OPTIONAL_TEXT}
-        tokens_in, tokens_out = _count(raw, "tokens_in"), _count(raw, "tokens_out")
-        cost = _number(raw, "cost_usd", 0.0)
-        if cost is None and texts["model"] is not None:
-            price = self.prices.price(texts["model"])
-            if price is not None:
-                cost = (tokens_in * price.input + tokens_out * price.output) / 1e6
-        return Execution(
-            id=_identity(raw),
-            workspace=self.workspace,
-            prompt=prompt,
-            version=version,
-            environment=environment,
-            started_at=_started_at(raw, self.now),
-            status=status,
-            latency_ms=latency,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost_usd=cost,
-            resolve_reason=reason,
-            score=_number(raw, "score", 0.0, 1.0),
-            input=_object(raw, "input"),
-            metadata=_object(raw, "metadata"),
-            **texts,
-        )
-
-    def _subject(self, raw: dict[str, Any]) -> tuple[str, int, str]:
-        prompt = raw.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise _Rejected("prompt", "invalid_prompt", "prompt must be the prompt's name")
-        version = raw.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise _Rejected("version", "invalid_version", "version must be a whole number ≥ 1")
-        environment = _text(raw, "environment", 32, "production")
-        if not self.caller.may_see_prompt(prompt):
-            raise _Rejected("prompt", "prompt_not_allowed", f"this key may not log {prompt!r}")
-        if not self.caller.may_see_environment(environment):
-            raise _Rejected(
-                "environment", "environment_not_allowed", f"this key may not log {environment!r}"
-            )
-        known = self.state.prompts.get((self.workspace, prompt))
-        if known is None:
-            raise _Rejected("prompt", "prompt_not_found", f"no prompt {prompt!r} here")
-        if version not in known.versions:
-            raise _Rejected(
-                "version", "version_not_found", f"prompt {prompt!r} has no version {version}"
-            )
-        if environment not in self.environments:
-            raise _Rejected(
-                "environment",
-                "environment_not_found",
-                f"no environment {environment!r}; use one of {sorted(self.environments)}",
-            )
-        return prompt, version, environment
-
-
-async def _read_json(request: Request) -> Any:
+async def _read_body(request: Request) -> bytes:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -307,14 +103,46 @@ async def _read_json(request: Request) -> Any:
             raise HTTPException(
                 413, f"the body is larger than {MAX_BODY_BYTES // 2**20} MiB; send smaller batches"
             )
+    return bytes(body)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _items(body: bytes) -> list[Any]:
     try:
-        return json.loads(body)
+        parsed = json.loads(body, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidInput(
             f'the request body is not valid JSON ({error}); send {{"items": [...]}}',
             field="body",
             code="malformed_json",
         ) from None
+    items = parsed.get("items") if isinstance(parsed, dict) else None
+    if not isinstance(items, list) or not items:
+        raise InvalidInput(
+            'send {"items": [execution, …]} with 1 to 1,000 executions',
+            field="items",
+            code="no_items",
+        )
+    if len(items) > MAX_ITEMS:
+        raise InvalidInput(
+            f"{len(items)} items is more than {MAX_ITEMS}; split the batch",
+            field="items",
+            code="too_many_items",
+        )
+    return items
+
+
+def _log(body: bytes, caller: Caller, services: Services) -> dict[str, Any]:
+    """Parse, check and store a batch (in a worker thread): the answer's body."""
+    items = _items(body)
+    batch = Batch(caller, services, suspect=SUSPECT_ESCAPE.search(body) is not None)
+    good, ids, errors = batch.check(items)
+    if good:
+        services.executions.ingest(good)
+    return {"accepted": len(good), "rejected": len(errors), "ids": ids, "errors": errors}
 
 
 @router.post(
@@ -339,48 +167,19 @@ async def _read_json(request: Request) -> Any:
     },
 )
 async def log_executions(request: Request, caller: Runtime, services: ServicesDep) -> JSONResponse:
-    body = await _read_json(request)
-    items = body.get("items") if isinstance(body, dict) else None
-    if not isinstance(items, list) or not items:
-        raise InvalidInput(
-            'send {"items": [execution, …]} with 1 to 1,000 executions',
-            field="items",
-            code="no_items",
-        )
-    if len(items) > MAX_ITEMS:
-        raise InvalidInput(
-            f"{len(items)} items is more than {MAX_ITEMS}; split the batch",
-            field="items",
-            code="too_many_items",
-        )
-    batch = Batch(caller, services)
-    good: list[Execution] = []
-    ids: list[str | None] = []
-    errors: list[dict[str, Any]] = []
-    for index, raw in enumerate(items):
-        try:
-            execution = batch.item(raw)
-        except _Rejected as rejected:
-            where = f"items[{index}]" + (f".{rejected.name}" if rejected.name else "")
-            errors.append(
-                {"index": index, "field": where, "code": rejected.code, "detail": rejected.detail}
-            )
-            ids.append(None)
-            continue
-        good.append(execution)
-        ids.append(execution.id)
-    if not good:
+    body = await _read_body(request)
+    answer = await anyio.to_thread.run_sync(_log, body, caller, services)
+    if not answer["accepted"]:
+        errors = answer["errors"]
         return problem(
             422,
             "invalid_executions",
-            f"none of the {len(items)} items is acceptable; `errors` says why for each",
+            f"none of the {len(errors)} items is acceptable; `errors` says why for each",
             request.url.path,
             field=errors[0]["field"],
             errors=cast(list[dict[str, str]], errors),
         )
-    await anyio.to_thread.run_sync(services.executions.ingest, good)
-    body = {"accepted": len(good), "rejected": len(errors), "ids": ids, "errors": errors}
-    return JSONResponse(body)
+    return JSONResponse(answer)
 
 
 ExecutionId = Annotated[str, PathParam(description="The execution's id (a UUID)")]
