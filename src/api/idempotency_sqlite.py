@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 
 from promptrecord.api.idempotency import (
@@ -13,6 +12,7 @@ from promptrecord.api.idempotency import (
     IdempotencyStore,
     StoredResponse,
 )
+from promptrecord.persistence.sqlite import connect_events_file
 
 PRUNE_EVERY_SECONDS = 60.0
 
@@ -21,14 +21,7 @@ class SQLiteIdempotencyStore(IdempotencyStore):
     """One connection guarded by a lock: each operation is a statement or two."""
 
     def __init__(self, path: str) -> None:
-        # A long busy timeout: the event store writes to the same file from other threads.
-        self._connection = sqlite3.connect(
-            path,
-            timeout=30,
-            isolation_level=None,
-            check_same_thread=False,
-            uri=path.startswith("file:"),
-        )
+        self._connection = connect_events_file(path)
         self._lock = threading.Lock()
         self._pruned_at = 0.0
 

@@ -12,7 +12,6 @@ was dispatched.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -23,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
+from promptrecord.persistence.sqlite import connect_events_file, immediate_transaction
 from promptrecord.settings import Settings
 
 TRACKING_TABLE = "promptrecord_dispatch_tracking"
@@ -71,14 +71,7 @@ class SQLiteDispatchTable(DispatchTable):
     """In the events' SQLite file, through one connection guarded by a lock."""
 
     def __init__(self, path: str) -> None:
-        # A long busy timeout: the event store writes to the same file from other threads.
-        self._connection = sqlite3.connect(
-            path,
-            timeout=30,
-            isolation_level=None,
-            check_same_thread=False,
-            uri=path.startswith("file:"),
-        )
+        self._connection = connect_events_file(path)
         self._lock = threading.Lock()
 
     def create_tables(self) -> None:
@@ -106,27 +99,20 @@ class SQLiteDispatchTable(DispatchTable):
         closed: Iterable[str] = (),
         name: str = DISPATCHER,
     ) -> None:
-        with self._lock:
-            cursor = self._connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                cursor.executemany(
-                    f"INSERT INTO {RUNS_TABLE} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(r.event_id, r.workspace, r.run_id, r.position) for r in opened],
-                )
-                cursor.executemany(
-                    f"DELETE FROM {RUNS_TABLE} WHERE event_id = ?", [(e,) for e in closed]
-                )
-                cursor.execute(
-                    f"INSERT INTO {TRACKING_TABLE} VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
-                    f"SET position = excluded.position WHERE {TRACKING_TABLE}.position < "
-                    "excluded.position",
-                    (name, position),
-                )
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._connection) as cursor:
+            cursor.executemany(
+                f"INSERT INTO {RUNS_TABLE} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(r.event_id, r.workspace, r.run_id, r.position) for r in opened],
+            )
+            cursor.executemany(
+                f"DELETE FROM {RUNS_TABLE} WHERE event_id = ?", [(e,) for e in closed]
+            )
+            cursor.execute(
+                f"INSERT INTO {TRACKING_TABLE} VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                f"SET position = excluded.position WHERE {TRACKING_TABLE}.position < "
+                "excluded.position",
+                (name, position),
+            )
 
     def open_runs(self) -> list[OpenRun]:
         with self._lock:

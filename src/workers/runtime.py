@@ -19,7 +19,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import dramatiq
@@ -62,8 +62,12 @@ def open_leases(settings: Settings) -> Leases:
     return LocalLeases(database_key(settings))
 
 
-class EvalQueue:
-    """Enqueues `run_eval` messages for one database, marking each run queued first."""
+class MarkedQueue:
+    """Enqueues one actor's messages for one database, marking each job queued first so the
+    reconciler leaves a waiting one alone; a subclass names the queue, actor and job key."""
+
+    queue_name: ClassVar[str]
+    actor_name: ClassVar[str]
 
     def __init__(
         self,
@@ -78,28 +82,48 @@ class EvalQueue:
         self.database = database
         self.requeue_after = requeue_after
         self.before_send = before_send
-        if EVAL_QUEUE not in broker.get_declared_queues():
-            broker.declare_queue(EVAL_QUEUE)
+        if self.queue_name not in broker.get_declared_queues():
+            broker.declare_queue(self.queue_name)
 
-    def enqueue(self, workspace: str, run_id: str, event_id: str) -> dramatiq.Message[None]:
+    def job_key(self, job_id: str) -> str:
+        """The lease and queued-mark key of a job."""
+        raise NotImplementedError
+
+    def _send(
+        self, job_id: str, args: tuple[str, ...], delay: float = 0.0
+    ) -> dramatiq.Message[None]:
+        """Send the actor `args` and the database key, due in `delay` seconds."""
         if self.before_send is not None:
             self.before_send()
         # Marked before it is sent: a worker taking it at once clears the mark, and a mark
         # left by a send that failed only delays the reconciler.
-        self.leases.mark_queued(lease_key(event_id), self.requeue_after)
+        self.leases.mark_queued(self.job_key(job_id), delay + self.requeue_after)
         message: dramatiq.Message[None] = dramatiq.Message(
-            queue_name=EVAL_QUEUE,
-            actor_name=RUN_EVAL,
-            args=(workspace, run_id, event_id, self.database),
+            queue_name=self.queue_name,
+            actor_name=self.actor_name,
+            args=(*args, self.database),
             kwargs={},
             options={},
         )
-        return self.broker.enqueue(message)
+        return self.broker.enqueue(message, delay=int(delay * 1000) if delay > 0 else None)
 
-    def settled(self, event_id: str) -> bool:
-        """True when a worker holds the run or a message for it waits in the queue."""
-        key = lease_key(event_id)
+    def settled(self, job_id: str) -> bool:
+        """True when a worker holds the job or a message for it waits in the queue."""
+        key = self.job_key(job_id)
         return self.leases.held(key) or self.leases.queued(key)
+
+
+class EvalQueue(MarkedQueue):
+    """Enqueues `run_eval` messages for one database; a run's job id is its event id."""
+
+    queue_name = EVAL_QUEUE
+    actor_name = RUN_EVAL
+
+    def job_key(self, job_id: str) -> str:
+        return lease_key(job_id)
+
+    def enqueue(self, workspace: str, run_id: str, event_id: str) -> dramatiq.Message[None]:
+        return self._send(event_id, (workspace, run_id, event_id))
 
 
 @dataclass
@@ -153,41 +177,58 @@ class WorkerRuntime:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
 
-_registry_lock = threading.Lock()
-_registry: dict[str, list[WorkerRuntime]] = {}
-_sole: list[WorkerRuntime] = []
+class _HasDatabase(Protocol):
+    database: str
 
 
-def register(runtime: WorkerRuntime, sole: bool = False) -> None:
-    """Make `runtime` serve messages naming its database. A `sole` runtime (that of a
-    `promptrecord worker` process) also serves messages naming another key: processes
-    sharing a Redis namespace share one database, though they may reach it by other host
-    names, and a run of another database is refused by its event id anyway."""
-    with _registry_lock:
-        _registry.setdefault(runtime.database, []).append(runtime)
-        if sole:
-            _sole.append(runtime)
+Runtime = TypeVar("Runtime", bound=_HasDatabase)
 
 
-def unregister(runtime: WorkerRuntime) -> None:
-    with _registry_lock:
-        runtimes = _registry.get(runtime.database, [])
-        if runtime in runtimes:
-            runtimes.remove(runtime)
-        if not runtimes:
-            _registry.pop(runtime.database, None)
-        if runtime in _sole:
-            _sole.remove(runtime)
+class RuntimeRegistry(Generic[Runtime]):
+    """The runtimes of this process by database key, for actors to find by the key their
+    message names. A `sole` runtime (that of a `promptrecord worker` process) also serves
+    messages naming another key: processes sharing a Redis namespace share one database,
+    though they may reach it by other host names, and a job of another database is refused
+    by its id anyway."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_database: dict[str, list[Runtime]] = {}
+        self._sole: list[Runtime] = []
+
+    def register(self, runtime: Runtime, sole: bool = False) -> None:
+        with self._lock:
+            self._by_database.setdefault(runtime.database, []).append(runtime)
+            if sole:
+                self._sole.append(runtime)
+
+    def unregister(self, runtime: Runtime) -> None:
+        with self._lock:
+            runtimes = self._by_database.get(runtime.database, [])
+            if runtime in runtimes:
+                runtimes.remove(runtime)
+            if not runtimes:
+                self._by_database.pop(runtime.database, None)
+            if runtime in self._sole:
+                self._sole.remove(runtime)
+
+    def find(self, database: str | None) -> Runtime | None:
+        """The newest runtime of that database in this process, else the sole one; None
+        when this process serves it no longer."""
+        with self._lock:
+            runtimes = self._by_database.get(database) if database is not None else None
+            if runtimes:
+                return runtimes[-1]
+            return self._sole[-1] if self._sole else None
 
 
-def runtime_for(database: str | None) -> WorkerRuntime | None:
-    """The newest runtime of that database in this process, else the sole one; None when
-    this process serves it no longer."""
-    with _registry_lock:
-        runtimes = _registry.get(database) if database is not None else None
-        if runtimes:
-            return runtimes[-1]
-        return _sole[-1] if _sole else None
+_runtimes: RuntimeRegistry[WorkerRuntime] = RuntimeRegistry()
+
+
+# The functions the worker's services and actors call.
+register = _runtimes.register
+unregister = _runtimes.unregister
+runtime_for = _runtimes.find
 
 
 class InProcessWorker:
@@ -231,6 +272,8 @@ class InProcessWorker:
 __all__ = [
     "EvalQueue",
     "InProcessWorker",
+    "MarkedQueue",
+    "RuntimeRegistry",
     "WorkerRuntime",
     "database_key",
     "open_leases",

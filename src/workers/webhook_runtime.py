@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import dramatiq
 import httpx
 
 from promptrecord.workers.broker import DELIVER_WEBHOOK, WEBHOOK_QUEUE
-from promptrecord.workers.leases import Leases
+from promptrecord.workers.runtime import MarkedQueue, RuntimeRegistry
 
 if TYPE_CHECKING:
     from promptrecord.domain.application import PromptRecord
@@ -36,49 +34,22 @@ def delivery_key(delivery_id: str) -> str:
     return f"webhook:{delivery_id}"
 
 
-class WebhookQueue:
+class WebhookQueue(MarkedQueue):
     """Enqueues `deliver_webhook` messages for one database."""
 
-    def __init__(
-        self,
-        broker: dramatiq.Broker,
-        leases: Leases,
-        database: str,
-        requeue_after: float,
-        before_send: Callable[[], None] | None = None,
-    ) -> None:
-        self.broker = broker
-        self.leases = leases
-        self.database = database
-        self.requeue_after = requeue_after
-        self.before_send = before_send
-        if WEBHOOK_QUEUE not in broker.get_declared_queues():
-            broker.declare_queue(WEBHOOK_QUEUE)
+    queue_name = WEBHOOK_QUEUE
+    actor_name = DELIVER_WEBHOOK
+
+    def job_key(self, job_id: str) -> str:
+        return delivery_key(job_id)
 
     def enqueue(self, delivery_id: str, delay: float = 0.0) -> bool:
         """Send the delivery, due in `delay` seconds; False (nothing sent) when that is too
         far off for the broker and the reconciler is to send it when due."""
         if delay > MAX_BROKER_DELAY:
             return False
-        if self.before_send is not None:
-            self.before_send()
-        # Marked before it is sent: a worker taking it clears the mark, and a mark left by a
-        # send that failed only delays the reconciler.
-        self.leases.mark_queued(delivery_key(delivery_id), delay + self.requeue_after)
-        message: dramatiq.Message[None] = dramatiq.Message(
-            queue_name=WEBHOOK_QUEUE,
-            actor_name=DELIVER_WEBHOOK,
-            args=(delivery_id, self.database),
-            kwargs={},
-            options={},
-        )
-        self.broker.enqueue(message, delay=int(delay * 1000) if delay > 0 else None)
+        self._send(delivery_id, (delivery_id,), delay)
         return True
-
-    def settled(self, delivery_id: str) -> bool:
-        """True when a worker holds the delivery or a message for it waits in the queue."""
-        key = delivery_key(delivery_id)
-        return self.leases.held(key) or self.leases.queued(key)
 
 
 @dataclass
@@ -120,29 +91,16 @@ class WebhookRuntime:
                 self._client = None
 
 
-_registry_lock = threading.Lock()
-_registry: dict[str, list[WebhookRuntime]] = {}
-_sole: list[WebhookRuntime] = []
+_runtimes: RuntimeRegistry[WebhookRuntime] = RuntimeRegistry()
 
 
-def register(runtime: WebhookRuntime, sole: bool = False) -> None:
-    """Make `runtime` serve deliveries naming its database; a `sole` one (a `promptrecord
-    worker` process's) serves every database key, as in `promptrecord.workers.runtime`."""
-    with _registry_lock:
-        _registry.setdefault(runtime.database, []).append(runtime)
-        if sole:
-            _sole.append(runtime)
+# A `sole` runtime (a `promptrecord worker` process's) serves every database key.
+register = _runtimes.register
+webhook_runtime_for = _runtimes.find
 
 
 def unregister(runtime: WebhookRuntime) -> None:
-    with _registry_lock:
-        runtimes = _registry.get(runtime.database, [])
-        if runtime in runtimes:
-            runtimes.remove(runtime)
-        if not runtimes:
-            _registry.pop(runtime.database, None)
-        if runtime in _sole:
-            _sole.remove(runtime)
+    _runtimes.unregister(runtime)
     runtime.close()
 
 
@@ -153,14 +111,6 @@ def resend(store: WebhookStore, queue: WebhookQueue, delivery_id: str) -> Delive
     if delivery is not None:
         queue.enqueue(delivery_id)
     return delivery
-
-
-def webhook_runtime_for(database: str | None) -> WebhookRuntime | None:
-    with _registry_lock:
-        runtimes = _registry.get(database) if database is not None else None
-        if runtimes:
-            return runtimes[-1]
-        return _sole[-1] if _sole else None
 
 
 __all__ = [

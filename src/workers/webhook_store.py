@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -23,6 +22,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
+from promptrecord.persistence.sqlite import connect_events_file, immediate_transaction
 from promptrecord.settings import Settings
 from promptrecord.workers.dispatch_table import TRACKING_TABLE
 
@@ -113,27 +113,13 @@ class _Database(ABC):
 
 class _SQLite(_Database):
     def __init__(self, path: str) -> None:
-        # A long busy timeout: the event store writes to the same file from other threads.
-        self._connection = sqlite3.connect(
-            path,
-            timeout=30,
-            isolation_level=None,
-            check_same_thread=False,
-            uri=path.startswith("file:"),
-        )
+        self._connection = connect_events_file(path)
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self._lock:
-            cursor = self._connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                yield cursor
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._connection) as cursor:
+            yield cursor
 
     def close(self) -> None:
         with self._lock:

@@ -128,7 +128,7 @@ def test_a_hung_server_neither_blocks_the_caller_nor_grows_the_queue(hung_server
     def log_many() -> None:
         for _ in range(2000):
             results.append(client.log_execution(prompt, latency_ms=1))
-            sizes.append(len(client._options.executions))
+            sizes.append(len(client._executions))
 
     caller = threading.Thread(target=log_many)
     caller.start()

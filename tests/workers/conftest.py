@@ -8,18 +8,22 @@
 Both record every request and are scripted per test (``enqueue``, ``reply``, ``latency``,
 ``usage``; see ``tests/fakes/model_servers.py``). pytest runs with
 ``--import-mode=importlib``, so the module is loaded here from its path rather than imported.
+
+``namespace``         a Redis key prefix of the test's own, its keys deleted afterwards.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 
 if TYPE_CHECKING:
     from tests.fakes.model_servers import FakeModelServer
@@ -50,3 +54,17 @@ def anthropic_server() -> Iterator[FakeModelServer]:
 def openai_server() -> Iterator[FakeModelServer]:
     with _model_servers().FakeModelServer("openai").serving() as server:
         yield server
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix of this test's own, its keys deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{name}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -4,20 +4,15 @@ webhook POST open: a new worker delivers every event at least once, each under o
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from support.eval_runs import TESTER, WS, chat, wait_until
+from support.processes import Processes, cli_env
 from support.webhooks import WebhookReceiver
 
 from promptrecord.domain.application import PromptRecord
@@ -28,73 +23,22 @@ from promptrecord.workers.webhook_store import open_webhook_store
 EVENTS = 6
 
 
-class Processes:
-    """promptrecord subprocesses of one test, their output kept in files for failures."""
-
-    def __init__(self, env: dict[str, str], folder: Path) -> None:
-        self.env = env
-        self.folder = folder
-        self.started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = self.folder / f"{name}-{len(self.started)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "promptrecord.api.cli", *args],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.started.append((name, process, log))
-        return process
-
-    def output(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for _, _, log in self.started)
-
-    def stop_all(self) -> None:
-        for _, process, _ in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for _, process, _ in self.started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    """A Redis key prefix of this test's own, its keys deleted afterwards."""
-    name = f"t{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{name}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 def test_deliveries_survive_their_worker_being_killed(
     postgres_settings: Settings, redis_url: str, namespace: str, tmp_path: Path
 ) -> None:
     key = Fernet.generate_key().decode()
-    env = {
-        **os.environ,
-        "PROMPTRECORD_DATABASE_URL": postgres_settings.database_url,
-        "PROMPTRECORD_DATABASE_SCHEMA": postgres_settings.database_schema or "",
-        "PROMPTRECORD_REDIS_URL": redis_url,
-        "PROMPTRECORD_REDIS_NAMESPACE": namespace,
-        "PROMPTRECORD_SECRET_KEY": key,
-        "PROMPTRECORD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
-        "PROMPTRECORD_WEBHOOK_POLL_INTERVAL": "0.05",
-        "PROMPTRECORD_WEBHOOK_RETRY_SCHEDULE": "[0.2, 0.2, 0.2, 0.2, 0.2]",
-        "PROMPTRECORD_WEBHOOK_REQUEUE_AFTER": "3",
-        "PROMPTRECORD_EVAL_LEASE_SECONDS": "2",
-        "PROMPTRECORD_RECONCILE_INTERVAL": "0.3",
-    }
+    env = cli_env(
+        postgres_settings,
+        redis_url,
+        namespace,
+        PROMPTRECORD_SECRET_KEY=key,
+        PROMPTRECORD_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
+        PROMPTRECORD_WEBHOOK_POLL_INTERVAL="0.05",
+        PROMPTRECORD_WEBHOOK_RETRY_SCHEDULE="[0.2, 0.2, 0.2, 0.2, 0.2]",
+        PROMPTRECORD_WEBHOOK_REQUEUE_AFTER="3",
+        PROMPTRECORD_EVAL_LEASE_SECONDS="2",
+        PROMPTRECORD_RECONCILE_INTERVAL="0.3",
+    )
     settings = postgres_settings.model_copy(update={"secret_key": SecretStr(key)})
     app = PromptRecord(env=settings.eventsourcing_env())
     store = open_webhook_store(settings)
@@ -149,5 +93,4 @@ def test_deliveries_survive_their_worker_being_killed(
         receiver.stop()
         store.close()
         app.close()
-    stopped = [(name, p.returncode) for name, p, _ in processes.started if p is not first]
-    assert stopped == [("projector", 0), ("worker", 0)], processes.output()
+    assert processes.exit_codes(but=first) == [("projector", 0), ("worker", 0)], processes.output()

@@ -3,18 +3,13 @@ another worker finishes the run, and every example is counted exactly once."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import redis
 from support.eval_runs import WS, request, results_recorded, seed, wait_until
+from support.processes import Processes, cli_env
 
 from promptrecord.domain.application import PromptRecord
 from promptrecord.settings import Settings
@@ -27,55 +22,6 @@ BATCH = 5
 LEASE_SECONDS = 3
 
 
-class Processes:
-    """promptrecord subprocesses of one test, their output kept in files for failures."""
-
-    def __init__(self, env: dict[str, str], folder: Path) -> None:
-        self.env = env
-        self.folder = folder
-        self.started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = self.folder / f"{name}-{len(self.started)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "promptrecord.api.cli", *args],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.started.append((name, process, log))
-        return process
-
-    def output(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for _, _, log in self.started)
-
-    def stop_all(self) -> None:
-        for _, process, _ in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for _, process, _ in self.started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    """A Redis key prefix of this test's own, its keys deleted afterwards."""
-    name = f"t{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{name}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 def test_a_run_survives_its_worker_being_killed(
     postgres_settings: Settings,
     redis_url: str,
@@ -84,18 +30,16 @@ def test_a_run_survives_its_worker_being_killed(
     tmp_path: Path,
 ) -> None:
     openai_server.latency = 0.1  # 120 calls, 2 at a time: several seconds of batches
-    env = {
-        **os.environ,
-        "PROMPTRECORD_DATABASE_URL": postgres_settings.database_url,
-        "PROMPTRECORD_DATABASE_SCHEMA": postgres_settings.database_schema or "",
-        "PROMPTRECORD_REDIS_URL": redis_url,
-        "PROMPTRECORD_REDIS_NAMESPACE": namespace,
-        "PROMPTRECORD_EVAL_LEASE_SECONDS": str(LEASE_SECONDS),
-        "PROMPTRECORD_RECONCILE_INTERVAL": "0.5",
-        "PROMPTRECORD_DISPATCH_POLL_INTERVAL": "0.2",
-        "OPENAI_BASE_URL": openai_server.base_url + "/v1",
-        "OPENAI_API_KEY": "sk-test",
-    }
+    env = cli_env(
+        postgres_settings,
+        redis_url,
+        namespace,
+        PROMPTRECORD_EVAL_LEASE_SECONDS=str(LEASE_SECONDS),
+        PROMPTRECORD_RECONCILE_INTERVAL="0.5",
+        PROMPTRECORD_DISPATCH_POLL_INTERVAL="0.2",
+        OPENAI_BASE_URL=openai_server.base_url + "/v1",
+        OPENAI_API_KEY="sk-test",
+    )
     app = PromptRecord(env=postgres_settings.eventsourcing_env())
     processes = Processes(env, tmp_path)
     try:
@@ -136,5 +80,4 @@ def test_a_run_survives_its_worker_being_killed(
         processes.stop_all()
         app.close()
     # SIGTERM stops the surviving worker and the projector cleanly.
-    stopped = [(name, p.returncode) for name, p, _ in processes.started if p is not first]
-    assert stopped == [("projector", 0), ("worker", 0)], processes.output()
+    assert processes.exit_codes(but=first) == [("projector", 0), ("worker", 0)], processes.output()
