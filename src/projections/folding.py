@@ -27,6 +27,7 @@ KNOWN_AGGREGATES = frozenset(
         "EvalRun",
         "GateRecord",
         "WebhookEndpoint",
+        "Monitor",
     }
 )
 # The events that create an aggregate under another name than `Created`.
@@ -94,7 +95,8 @@ def cols(spec: str, type_: str, nullable: bool = False) -> tuple[Column, ...]:
 class Subject:
     """What an aggregate is about, from its Created event: the business key of its events."""
 
-    kind: str  # workspace | prompt | deployment | pin | dataset | eval_run | gate | webhook
+    # workspace, prompt, deployment, pin, dataset, eval_run, gate, webhook or monitor
+    kind: str
     workspace: str
     prompt: str | None = None
     environment: str | None = None
@@ -154,6 +156,8 @@ def subject_from_created(type_name: str, event: Any) -> Subject | None:
             )
         case "WebhookEndpoint.Registered":
             return Subject("webhook", event.workspace)
+        case "Monitor.Created":
+            return Subject("monitor", event.workspace, prompt=event.prompt)
     return None
 
 

@@ -184,6 +184,8 @@ _VERSION_OF = {
     "Deployment.RolloutCompleted": "version",
     "Deployment.RolledBack": "to_version",
     "TenantPin.Pinned": "version",
+    "Monitor.DriftChecked": "version",
+    "Monitor.DriftAlerted": "version",
 }
 # Eval events whose rows would only be noise (a run's progress, the gate index behind a
 # completion): the audit log keeps requests, completions and failures.
@@ -193,6 +195,7 @@ _NOT_AUDITED = frozenset(
         "EvalRun.ResultsRecorded",
         "GateRecord.Created",
         "GateRecord.VerdictRecorded",
+        "Monitor.Created",  # its `Configured` follows in the same command
     }
 )
 
@@ -211,6 +214,9 @@ class AuditLogView(View):
         version_attribute = _VERSION_OF.get(logged.type)
         version = getattr(e, version_attribute) if version_attribute else None
         reason = getattr(e, "reason", None)
+        environment = s.environment
+        if s.kind == "monitor":  # a drift check is about one environment's serving version
+            environment = getattr(e, "environment", None)
         if s.kind == "eval_run":
             version = s.version  # the candidate
             if logged.type == "EvalRun.Requested":
@@ -225,7 +231,7 @@ class AuditLogView(View):
                 "workspace": s.workspace,
                 "type": logged.type,
                 "prompt": s.prompt,
-                "environment": s.environment,
+                "environment": environment,
                 "tenant": s.tenant,
                 "version": version,
                 "actor_key_id": actor.get("key_id"),
