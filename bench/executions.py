@@ -35,6 +35,7 @@ from commands import ACTOR, Server, content
 
 from promptrecord.domain.application import PromptRecord
 from promptrecord.projections.executions import EXECUTION_COLUMNS, Execution, sample_of
+from promptrecord.projections.executions_postgres import configure
 from promptrecord.projections.executions_postgres import row_of as binary_row
 from promptrecord.projections.executions_postgres_sql import COLUMNS_DDL, COPY_TYPES
 from promptrecord.settings import Settings
@@ -190,6 +191,7 @@ def main() -> int:
         api_ingest(server.base, token, warm, 1)  # opens the store, creates today's partition
         results = []
         with psycopg.connect(args.database_url, autocommit=True) as conn:
+            configure(conn)  # the API's dumpers for the binary rows (text rows do not use them)
             table = f"{schema}.raw_executions"
             conn.execute(f"CREATE TABLE {table} ({COLUMNS_DDL})")
             for round_ in range(args.rounds):

@@ -8,12 +8,12 @@ price — is checked once per batch.
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import math
 import re
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,10 @@ def _identity(value: Any) -> str:
 
 
 def _unstorable(value: Any) -> bool:
-    """Whether a string in `value` holds a NUL or a lone surrogate (not UTF-8)."""
+    """Whether a string in `value` holds a NUL or a lone surrogate (not UTF-8), or a number
+    in it is infinite (JSON past a double's range; jsonb has no infinity)."""
+    if type(value) is float:
+        return not math.isfinite(value)
     if type(value) is str:
         if NUL in value:
             return True
@@ -153,12 +156,18 @@ class Batch:
         self.suspect = suspect  # whether strings may hold what PostgreSQL cannot store
         self._subjects: dict[tuple[str, int, str], ItemRejected | None] = {}
         self._prices: dict[str, tuple[float, float] | None] = {}
+        self.ids: list[str | None] = []  # per index checked so far: the id, None if rejected
+        self.errors: list[dict[str, Any]] = []  # per rejected item: index, field, code, detail
 
     def check(self, items: Sequence[Any]) -> tuple[list[Execution], list[str | None], list[Any]]:
         """The good items, the id per index (None if rejected), and an error per bad item."""
-        good: list[Execution] = []
-        ids: list[str | None] = []
-        errors: list[dict[str, Any]] = []
+        good = list(self.each(items))
+        return good, self.ids, self.errors
+
+    def each(self, items: Sequence[Any]) -> Iterator[Execution]:
+        """The good items one by one, as they are checked, so that the store can write each
+        while the next is checked; `ids` and `errors` fill as it goes."""
+        ids, errors = self.ids, self.errors
         for index, raw in enumerate(items):
             try:
                 execution = self.item(raw)
@@ -174,9 +183,8 @@ class Batch:
                 )
                 ids.append(None)
                 continue
-            good.append(execution)
             ids.append(execution.id)
-        return good, ids, errors
+            yield execution
 
     def item(self, raw: Any) -> Execution:
         if type(raw) is not dict:
@@ -210,7 +218,8 @@ class Batch:
                     raise ItemRejected(
                         name,
                         f"invalid_{name}",
-                        f"{name} holds a NUL character or a lone UTF-16 surrogate; remove it",
+                        f"{name} holds a NUL character, a lone UTF-16 surrogate or a number "
+                        "too large for a double; remove it",
                     )
         return Execution(
             id=_identity(get("id")),
@@ -296,10 +305,11 @@ class Batch:
     def _started_at(self, value: Any) -> datetime:
         if value is None:
             return self.now
-        moment = None
-        if type(value) is str:
-            with contextlib.suppress(ValueError):
-                moment = datetime.fromisoformat(value)
+        try:
+            # A `with suppress` costs as much as the parsing, 1,000 times a batch.
+            moment = datetime.fromisoformat(value) if type(value) is str else None
+        except ValueError:
+            moment = None
         if moment is None or moment.tzinfo is None:
             raise ItemRejected(
                 "started_at",
@@ -313,4 +323,4 @@ class Batch:
                 f"started_at must be within the last {MAX_AGE.days} days and not ahead of the "
                 "server's clock; check the client's clock",
             )
-        return moment.astimezone(UTC)
+        return moment if moment.tzinfo is UTC else moment.astimezone(UTC)

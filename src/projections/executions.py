@@ -251,9 +251,10 @@ class ExecutionStore(ABC):
     def create_tables(self) -> None: ...
 
     @abstractmethod
-    def ingest(self, executions: Sequence[Execution]) -> list[bool]:
+    def ingest(self, executions: Iterable[Execution]) -> list[bool]:
         """Insert the executions not stored yet and roll them up, in one transaction.
-        Returns, per execution, whether it was new (False: a retry of one stored before)."""
+        Returns, per execution, whether it was new (False: a retry of one stored before).
+        The iterator may be a batch's check, the store taking each execution as it comes."""
 
     @abstractmethod
     def find(self, workspace: str, execution_id: str) -> StoredExecution | None: ...

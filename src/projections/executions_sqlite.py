@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -164,7 +164,10 @@ class SQLiteExecutionStore(ExecutionStore):
                 raise
             return result
 
-    def ingest(self, executions: Sequence[Execution]) -> list[bool]:
+    def ingest(self, executions: Iterable[Execution]) -> list[bool]:
+        executions = list(executions)  # checked before the write lock is taken
+        if not executions:
+            return []
         received_at = stamp(datetime.now(UTC))
 
         def work(cursor: sqlite3.Cursor) -> list[bool]:

@@ -172,6 +172,24 @@ def test_values_the_store_cannot_hold_are_refused_by_index(bot: Api) -> None:
     bot.assert_problem(refused, 422, "malformed_json", "body")
 
 
+def test_numbers_json_allows_but_a_double_or_jsonb_cannot_hold(bot: Api) -> None:
+    """A number past a double inside `input` is refused by index (jsonb has no infinity); an
+    integer past 64 bits there is kept, and its neighbour stored as usual."""
+    runtime = bot.as_role("runtime")
+    good, huge, big = item(), item(input={"n": "HUGE"}), item(input={"n": "BIG"})
+    body = json.dumps({"items": [good, huge, big]}).encode()
+    body = body.replace(b'"HUGE"', b"1e400").replace(b'"BIG"', b"123456789012345678901234567890")
+    response = runtime.post(
+        "/v1/executions", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["ids"] == [good["id"], None, big["id"]]
+    assert [(e["index"], e["field"], e["code"]) for e in answer["errors"]] == [
+        (1, "items[1].input", "invalid_input")
+    ]
+
+
 def test_roles_and_key_limits(bot: Api) -> None:
     viewer = bot.as_role("viewer")
     bot.assert_problem(

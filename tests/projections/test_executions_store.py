@@ -4,6 +4,7 @@ scores, judge candidates, the audit's observed counts, and append-only tables.""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from promptrecord.projections.executions import (
     sample_of,
 )
 from promptrecord.projections.executions_metrics import Figures
+from promptrecord.projections.latency_histogram import LatencyHistogram
 from promptrecord.settings import Settings
 
 START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
@@ -92,6 +94,53 @@ def test_concurrent_copies_of_a_batch_count_once(store: ExecutionStore) -> None:
     f = figures(store)
     assert f.count == 100
     assert f.latency.total == 100
+
+
+def test_a_day_first_seen_in_the_middle_of_a_batch_is_stored(store: ExecutionStore) -> None:
+    """A batch streaming into a known day's partition meets a day with none yet: it is stored
+    whole all the same, once, and a retry of it adds nothing."""
+    assert store.ingest([execution(600)]) == [True]
+    next_day = START + timedelta(hours=30)
+    batch = [execution(601), execution(602, started_at=next_day), execution(603)]
+    assert store.ingest(iter(batch)) == [True, True, True]
+    assert store.ingest(iter(batch)) == [False, False, False]
+    f = figures(store)
+    assert (f.count, f.latency.total) == (4, 4)
+
+
+def test_a_histogram_written_by_several_batches_is_their_sum(store: ExecutionStore) -> None:
+    """Buckets shared by batches add up, new ones join in order, and a feedback or a score
+    (which carry no latencies) leaves the histogram as it was."""
+    latencies = [5.0, 5.0, 80.0, 0.0, 1200.0, 80.0, 3.5, 80.0, 99_000.0]
+    batches = [latencies[:3], latencies[3:4], latencies[4:]]
+    n = 500
+    for latencies_of_batch in batches:
+        store.ingest([execution((n := n + 1), latency_ms=x) for x in latencies_of_batch])
+    store.add_feedback("acme", execution(501).id, "up", None, START)
+    assert store.add_scores("acme", [(execution(502).id, 0.5, "judge")]) == 1
+    (rollup,) = store.rollups("acme", "bot", "production", *HOURS)
+    assert rollup.latency.counts == LatencyHistogram.of(latencies).counts
+    assert rollup.sums["count"] == len(latencies)
+    assert (rollup.sums["feedback_up"], rollup.sums["score_count"]) == (1, 1)
+
+
+def test_overlapping_batches_in_opposite_orders_count_once(store: ExecutionStore) -> None:
+    """Streamed in arrival order, two such batches may deadlock on each other's keys: the
+    one PostgreSQL aborts goes the sorted way and finds the other's rows stored."""
+    # Big enough that PostgreSQL inserts each COPY in several flushes, which then interleave.
+    batch = [execution(n, started_at=START + timedelta(seconds=n)) for n in range(1000, 2000)]
+    store.ingest([execution(699)])  # the day's partition exists: both batches stream
+    both_sent = threading.Barrier(2)
+
+    def sent_then_wait(executions: list[Execution]) -> Iterator[Execution]:
+        yield from executions
+        both_sent.wait(timeout=10)  # neither commits before the other has sent all its rows
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda b: store.ingest(sent_then_wait(b)), [batch, batch[::-1]]))
+    assert sorted(sum(answer) for answer in answers) == [0, 1000]
+    f = figures(store)
+    assert (f.count, f.latency.total) == (1001, 1001)
 
 
 def test_rollups_count_statuses_cost_scores_and_hours(store: ExecutionStore) -> None:

@@ -7,15 +7,17 @@ so the loop stays free for other requests while a batch takes its tens of millis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 
 import anyio.to_thread
+import orjson
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
@@ -110,15 +112,33 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON number")
 
 
-def _items(body: bytes) -> list[Any]:
+# Digits to "0", so that one `in` finds a run of 19: an integer orjson would turn into a float.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+
+
+def _parse(body: bytes) -> tuple[Any, bool]:
+    """The body parsed, and whether the standard library parsed it.
+
+    orjson takes a 1,000-item body in a third of the time, but makes an integer beyond 64 bits
+    a float and refuses outright what the standard library lets reach the item checks (a lone
+    surrogate, a number too large for a double). Those bodies are parsed again by the standard
+    library, whose answer — or refusal — stands.
+    """
+    if _LONG_DIGITS not in body.translate(_DIGITS_TO_ZERO):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return orjson.loads(body), False
     try:
-        parsed = json.loads(body, parse_constant=_not_json)
+        return json.loads(body, parse_constant=_not_json), True
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidInput(
             f'the request body is not valid JSON ({error}); send {{"items": [...]}}',
             field="body",
             code="malformed_json",
         ) from None
+
+
+def _items(parsed: Any) -> list[Any]:
     items = parsed.get("items") if isinstance(parsed, dict) else None
     if not isinstance(items, list) or not items:
         raise InvalidInput(
@@ -137,12 +157,16 @@ def _items(body: bytes) -> list[Any]:
 
 def _log(body: bytes, caller: Caller, services: Services) -> dict[str, Any]:
     """Parse, check and store a batch (in a worker thread): the answer's body."""
-    items = _items(body)
-    batch = Batch(caller, services, suspect=SUSPECT_ESCAPE.search(body) is not None)
-    good, ids, errors = batch.check(items)
-    if good:
-        services.executions.ingest(good)
-    return {"accepted": len(good), "rejected": len(errors), "ids": ids, "errors": errors}
+    parsed, by_stdlib = _parse(body)
+    items = _items(parsed)
+    # A NUL reaches the items only escaped; a lone surrogate or an infinity only through the
+    # standard library. Only then is every string and number searched.
+    suspect = by_stdlib or SUSPECT_ESCAPE.search(body) is not None
+    batch = Batch(caller, services, suspect=suspect)
+    # Checked as stored: the store COPYs each good item while the next one is checked.
+    accepted = len(services.executions.ingest(batch.each(items)))
+    errors = batch.errors
+    return {"accepted": accepted, "rejected": len(errors), "ids": batch.ids, "errors": errors}
 
 
 @router.post(
@@ -166,7 +190,7 @@ def _log(body: bytes, caller: Caller, services: Services) -> dict[str, Any]:
         }
     },
 )
-async def log_executions(request: Request, caller: Runtime, services: ServicesDep) -> JSONResponse:
+async def log_executions(request: Request, caller: Runtime, services: ServicesDep) -> Response:
     body = await _read_body(request)
     answer = await anyio.to_thread.run_sync(_log, body, caller, services)
     if not answer["accepted"]:
@@ -179,7 +203,8 @@ async def log_executions(request: Request, caller: Runtime, services: ServicesDe
             field=errors[0]["field"],
             errors=cast(list[dict[str, str]], errors),
         )
-    return JSONResponse(answer)
+    # A thousand ids: orjson writes them in a tenth of JSONResponse's time, the same JSON.
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 ExecutionId = Annotated[str, PathParam(description="The execution's id (a UUID)")]
