@@ -6,6 +6,7 @@ With BENCH_LIVE_LISTEN=0 the live state polls only (no LISTEN/NOTIFY): the lag b
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 
@@ -28,4 +29,5 @@ async def constant() -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    gc.freeze()  # as `promptrecord serve` does
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

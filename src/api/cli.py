@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -101,7 +102,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"now at log position {services.view_store.position()}"
         )
     try:
-        uvicorn.run(create_app(services=services), host=host, port=port, log_level=args.log_level)
+        app = create_app(services=services)
+        # What start-up loaded lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise pause a busy server for ~0.1 s every few dozen batches.
+        gc.freeze()
+        uvicorn.run(app, host=host, port=port, log_level=args.log_level)
     finally:
         services.close()
     return EXIT_OK

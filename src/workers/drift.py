@@ -13,7 +13,7 @@ so a slow slide is measured from the run that passed, not from last week.
 Run ids are derived from (workspace, prompt, environment, version, period index), the index
 counting periods since the epoch: every scheduler computes the same id, so two of them never
 start two runs (the second request is refused as `run_exists`), and a check recorded twice is
-refused by the monitor. The brief's `drift-<env>-v<N>-<period>` would break the run-id rule
+refused by the monitor. A readable `drift-<env>-v<N>-<period>` would break the run-id rule
 (32 hex), so it is the uuid5 of exactly that key. A failed drift run is not retried within its
 period: a broken provider does not burn money every minute.
 
