@@ -37,7 +37,9 @@ class AsyncPromptClient(ClientBase):
     ) -> Prompt:
         """As `PromptClient.get`."""
         try:
-            return self._fresh[(name, tenant, key, version)]  # type: ignore[no-any-return]
+            if key is None and version is None:  # a smaller tuple for the commonest call
+                return self._fresh[name, tenant]  # type: ignore[no-any-return]
+            return self._fresh[name, tenant, key, version]  # type: ignore[no-any-return]
         except KeyError:
             return await self._get_slow((name, tenant, key, version), fallback)
 

@@ -61,7 +61,9 @@ class PromptCache:
     ) -> None:
         self.environment = environment
         self.entries: dict[CacheKey, CacheEntry] = {}
-        self.fresh = FreshAnswers()  # the hit path reads `fresh.answers` only
+        # The hit path reads `fresh.answers` only, by (name, tenant) when no routing key or
+        # version is asked for, else by the whole key.
+        self.fresh = FreshAnswers(alias=short_key)
         self._ttl = ttl
         self._max_stale = math.inf if max_stale is None else max_stale
         self._retry_interval = retry_interval
@@ -209,3 +211,9 @@ class PromptCache:
     def _request(self, key: CacheKey) -> tuple[str, str, str | None, str | None, int | None]:
         name, tenant, routing_key, version = key
         return name, self.environment, tenant, routing_key, version
+
+
+def short_key(key: CacheKey) -> tuple[str, str | None] | None:
+    """(name, tenant) for a request with no routing key and no version: the commonest."""
+    name, tenant, routing_key, version = key
+    return (name, tenant) if routing_key is None and version is None else None

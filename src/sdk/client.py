@@ -45,7 +45,9 @@ class PromptClient(ClientBase):
         `version` itself; `fallback` (a `Prompt` or a content dict) when all else fails."""
         # The hit path: one dict lookup (expired keys are removed from it in the background).
         try:
-            return self._fresh[(name, tenant, key, version)]  # type: ignore[no-any-return]
+            if key is None and version is None:  # a smaller tuple for the commonest call
+                return self._fresh[name, tenant]  # type: ignore[no-any-return]
+            return self._fresh[name, tenant, key, version]  # type: ignore[no-any-return]
         except KeyError:
             return self._get_slow((name, tenant, key, version), fallback)
 

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 __all__ = ["FreshAnswers"]
@@ -24,10 +24,14 @@ _ALL: weakref.WeakSet[FreshAnswers] = weakref.WeakSet()
 
 
 class FreshAnswers:
-    """`answers[key]` while the key is due later than now; thread-safe."""
+    """`answers[key]` while the key is due later than now; thread-safe.
 
-    def __init__(self) -> None:
+    `alias(key)`, when given and not None, is a second, shorter key of the same answer: the
+    hit path of the commonest request builds a smaller tuple to look it up."""
+
+    def __init__(self, alias: Callable[[Any], Hashable | None] | None = None) -> None:
         self.answers: dict[Hashable, Any] = {}
+        self._alias = alias
         self._due: dict[Hashable, float] = {}
         self._heap: list[tuple[float, int, Hashable]] = []
         self._order = itertools.count()
@@ -40,6 +44,9 @@ class FreshAnswers:
         """Serve `answer` for `key` until `due` (math.inf: until replaced or discarded)."""
         with self._cond:
             self.answers[key] = answer
+            short = self._alias(key) if self._alias is not None else None
+            if short is not None:
+                self.answers[short] = answer
             self._due[key] = due
             if due == math.inf:
                 return
@@ -51,8 +58,14 @@ class FreshAnswers:
 
     def discard(self, key: Hashable) -> None:
         with self._cond:
-            self.answers.pop(key, None)
+            self._forget(key)
             self._due.pop(key, None)
+
+    def _forget(self, key: Hashable) -> None:
+        self.answers.pop(key, None)
+        short = self._alias(key) if self._alias is not None else None
+        if short is not None:
+            self.answers.pop(short, None)
 
     def close(self) -> None:
         """Stop the sweeper and forget every answer."""
@@ -82,7 +95,7 @@ class FreshAnswers:
             due, _, key = heapq.heappop(self._heap)
             if self._due.get(key) == due:  # not renewed since
                 del self._due[key]
-                self.answers.pop(key, None)
+                self._forget(key)
         return min(self._heap[0][0] - now, _IDLE_WAIT) if self._heap else _IDLE_WAIT
 
     def _after_fork_in_child(self) -> None:
