@@ -86,7 +86,7 @@ def test_after_expiry_the_stale_answer_is_served_and_refreshed_once(server: SdkS
 
 def test_a_promotion_becomes_visible_within_the_ttl(server: SdkServer) -> None:
     server.deploy(versions=3)
-    with _client(server, cache_ttl=0.5) as client:
+    with _client(server, cache_ttl=2.0) as client:
         assert client.get("bot").version == 1
         server.promote("bot", 3)
         assert client.get("bot").version == 1  # still within the TTL: cached
