@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.errors import DomainError
@@ -39,9 +39,11 @@ from promptrecord.settings import Settings
 from promptrecord.workers.arms import BoundedProvider
 from promptrecord.workers.dispatcher import _Loop
 from promptrecord.workers.drift import DriftScheduler, MonitorIndex
-from promptrecord.workers.executor import ExecutorConfig
 from promptrecord.workers.graders import Grade, JudgeSpec, grade
 from promptrecord.workers.models import Provider, ProviderError
+
+if TYPE_CHECKING:
+    from promptrecord.workers.executor import ExecutorConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ class OnlineJudge(_Loop):
         self,
         app: PromptRecord,
         store: ExecutionStore,
-        config: ExecutorConfig,
+        config: ExecutorConfig | Callable[[], ExecutorConfig],
         interval: float,
         batch_size: int = 50,
         concurrency: int = 4,
@@ -96,7 +98,7 @@ class OnlineJudge(_Loop):
         super().__init__(interval)
         self.app = app
         self.store = store
-        self.config = config
+        self._config = config
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.lookback = lookback
@@ -105,6 +107,14 @@ class OnlineJudge(_Loop):
         self.judged = 0
         self.errors = 0
         self.failing: dict[str, _Failure] = {}
+
+    @property
+    def config(self) -> ExecutorConfig:
+        """The executor's configuration, made on first use: it imports the model SDKs and
+        scipy, seconds that a process whose prompts have no judge should not spend."""
+        if callable(self._config):
+            self._config = self._config()
+        return self._config
 
     def step(self) -> bool:
         for monitor in self.index.monitors():
@@ -218,6 +228,12 @@ class Monitoring:
         self.store.close()
 
 
+def _executor_config(settings: Settings) -> ExecutorConfig:
+    from promptrecord.workers.executor import ExecutorConfig
+
+    return ExecutorConfig.from_settings(settings)
+
+
 def start_monitoring(app: PromptRecord, settings: Settings) -> Monitoring:
     """Start both loops on `app` (the projector's, or an API process's embedded workers)."""
     store = open_execution_store(settings)
@@ -225,7 +241,7 @@ def start_monitoring(app: PromptRecord, settings: Settings) -> Monitoring:
     judge = OnlineJudge(
         app,
         store,
-        ExecutorConfig.from_settings(settings),
+        lambda: _executor_config(settings),
         settings.monitoring_interval,
         batch_size=settings.judge_batch_size,
         concurrency=settings.judge_concurrency,
