@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from commands import ACTOR, Server, content
 
 from promptrecord.domain.application import PromptRecord
-from promptrecord.projections.executions import EXECUTION_COLUMNS, Execution, sample_of
+from promptrecord.projections.executions import EXECUTION_COLUMNS, Execution, column_values
 from promptrecord.projections.executions_postgres import configure
 from promptrecord.projections.executions_postgres import row_of as binary_row
 from promptrecord.projections.executions_postgres_sql import COLUMNS_DDL, COPY_TYPES
@@ -72,38 +72,6 @@ def items(batch: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     ]
 
 
-def _json(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def row_of(e: Execution, received_at: datetime) -> tuple[Any, ...]:
-    return (
-        e.started_at,
-        e.id,
-        e.workspace,
-        e.prompt,
-        e.version,
-        e.environment,
-        e.tenant,
-        e.request_id,
-        e.resolve_reason,
-        e.model,
-        e.provider,
-        e.latency_ms,
-        e.tokens_in,
-        e.tokens_out,
-        e.cost_usd,
-        e.status,
-        e.error,
-        e.score,
-        _json(e.input),
-        e.output,
-        _json(e.metadata),
-        sample_of(e.id),
-        received_at,
-    )
-
-
 def copy_rows(batch: list[dict[str, Any]], binary: bool = False) -> list[tuple[Any, ...]]:
     """The same items as table rows, priced, ready for COPY (built before timing)."""
     received = datetime.now(UTC)
@@ -112,7 +80,11 @@ def copy_rows(batch: list[dict[str, Any]], binary: bool = False) -> list[tuple[A
         fields = {**item, "started_at": datetime.fromisoformat(item["started_at"])}
         fields["cost_usd"] = (item["tokens_in"] * 3.0 + item["tokens_out"] * 15.0) / 1e6
         execution = Execution(workspace=WS, **fields)
-        rows.append(binary_row(execution, received) if binary else row_of(execution, received))
+        rows.append(
+            binary_row(execution, received)
+            if binary
+            else column_values(execution, execution.started_at, received)
+        )
     return rows
 
 

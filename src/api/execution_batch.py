@@ -20,7 +20,7 @@ from typing import Any
 
 from promptrecord.api.deps import Caller
 from promptrecord.api.services import Services
-from promptrecord.projections.executions import Execution
+from promptrecord.projections.executions import EXECUTION_COLUMNS, Execution
 from promptrecord.workers.providers import PriceTable
 
 # Started-at times outside this range are refused: each day is a table partition.
@@ -29,30 +29,8 @@ MAX_AHEAD = timedelta(hours=1)
 # Tuples, not sets: a list or object sent as a status must compare unequal, not fail to hash.
 RESOLVE_REASONS = ("pinned", "rollout", "promoted", "explicit", "fallback")
 STATUSES = ("ok", "error", "timeout", "refusal")
-FIELDS = frozenset(
-    {
-        "id",
-        "prompt",
-        "version",
-        "environment",
-        "tenant",
-        "request_id",
-        "resolve_reason",
-        "model",
-        "provider",
-        "latency_ms",
-        "tokens_in",
-        "tokens_out",
-        "cost_usd",
-        "status",
-        "error",
-        "score",
-        "started_at",
-        "input",
-        "output",
-        "metadata",
-    }
-)
+# What a client may send: every column but those the server fills in.
+FIELDS = frozenset(EXECUTION_COLUMNS) - {"workspace", "sample", "received_at"}
 LARGEST = sys.float_info.max  # a JSON number past it (or Infinity) is refused
 MOST_TOKENS = 2**53  # counts stay exact in the rollups' double sums
 # What the SDK sends (str(uuid4())): taken as it is; any other spelling is parsed.

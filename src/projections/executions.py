@@ -11,6 +11,7 @@ and score is counted exactly once without a follower.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -84,6 +85,41 @@ def sample_of(execution_id: str) -> float:
     """The execution's place in [0, 1) for deterministic sampling (the online judge)."""
     digest = hashlib.sha256(execution_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") / _TWO_64
+
+
+def column_values(execution: Execution, started_at: Any, received_at: Any) -> tuple[Any, ...]:
+    """An execution as a row in `EXECUTION_COLUMNS` order, `input` and `metadata` as JSON
+    text; `started_at` and `received_at` as the caller's store writes times."""
+    e = execution
+    return (
+        started_at,
+        e.id,
+        e.workspace,
+        e.prompt,
+        e.version,
+        e.environment,
+        e.tenant,
+        e.request_id,
+        e.resolve_reason,
+        e.model,
+        e.provider,
+        e.latency_ms,
+        e.tokens_in,
+        e.tokens_out,
+        e.cost_usd,
+        e.status,
+        e.error,
+        e.score,
+        _json_text(e.input),
+        e.output,
+        _json_text(e.metadata),
+        sample_of(e.id),
+        received_at,
+    )
+
+
+def _json_text(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 def hour_of(moment: datetime) -> int:

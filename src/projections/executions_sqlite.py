@@ -27,8 +27,8 @@ from promptrecord.projections.executions import (
     RollupKey,
     StoredExecution,
     assemble,
+    column_values,
     rollup_deltas,
-    sample_of,
 )
 
 KEY_COLUMNS = "workspace, prompt, version, environment, hour"
@@ -43,37 +43,8 @@ def unstamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def _json(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
 def row_of(execution: Execution, received_at: str) -> tuple[Any, ...]:
-    e = execution
-    return (
-        stamp(e.started_at),
-        e.id,
-        e.workspace,
-        e.prompt,
-        e.version,
-        e.environment,
-        e.tenant,
-        e.request_id,
-        e.resolve_reason,
-        e.model,
-        e.provider,
-        e.latency_ms,
-        e.tokens_in,
-        e.tokens_out,
-        e.cost_usd,
-        e.status,
-        e.error,
-        e.score,
-        _json(e.input),
-        e.output,
-        _json(e.metadata),
-        sample_of(e.id),
-        received_at,
-    )
+    return column_values(execution, stamp(execution.started_at), received_at)
 
 
 SCHEMA = (
