@@ -44,7 +44,7 @@ WINDOW = 50_000  # log positions one read scans at most, so a catch-up advances 
 MAX_BACKOFF = 30.0
 
 
-class _Loop:
+class Loop:
     """A daemon thread running `step` every `interval` seconds until stopped; an error is
     logged and retried with backoff, never silently fatal."""
 
@@ -96,7 +96,7 @@ class _Loop:
         self._run()
 
 
-class Dispatcher(_Loop):
+class Dispatcher(Loop):
     """Follows the log from its tracked position; enqueues a run per `EvalRun.Requested`."""
 
     name = "promptrecord-dispatcher"
@@ -144,7 +144,7 @@ class Dispatcher(_Loop):
         return full or upto < last
 
 
-class Reconciler(_Loop):
+class Reconciler(Loop):
     """Every `interval` seconds, re-enqueues each open run no worker holds and no message
     waits for: what a crashed worker, or a lost in-process queue, dropped."""
 
@@ -204,4 +204,4 @@ class Dispatching:
             callback()
 
 
-__all__ = ["TOPICS", "Dispatcher", "Dispatching", "Reconciler"]
+__all__ = ["TOPICS", "Dispatcher", "Dispatching", "Loop", "Reconciler"]

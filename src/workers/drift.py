@@ -38,7 +38,7 @@ from promptrecord.domain.errors import Conflict
 from promptrecord.domain.evals import EvalRun, GateRecord
 from promptrecord.domain.monitor_commands import DRIFT_ACTOR
 from promptrecord.domain.monitors import Monitor
-from promptrecord.workers.dispatcher import _Loop
+from promptrecord.workers.dispatcher import Loop
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def _with(
     )
 
 
-class DriftScheduler(_Loop):
+class DriftScheduler(Loop):
     """Every `interval` seconds: record finished drift runs, request due ones."""
 
     name = "promptrecord-drift"

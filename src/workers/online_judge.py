@@ -37,7 +37,7 @@ from promptrecord.projections.executions import (
 )
 from promptrecord.settings import Settings
 from promptrecord.workers.arms import BoundedProvider
-from promptrecord.workers.dispatcher import _Loop
+from promptrecord.workers.dispatcher import Loop
 from promptrecord.workers.drift import DriftScheduler, MonitorIndex
 from promptrecord.workers.graders import Grade, JudgeSpec, grade
 from promptrecord.workers.models import Provider, ProviderError
@@ -79,7 +79,7 @@ def judged_material(content: dict[str, Any], variables: dict[str, Any] | None) -
     return {"prompt": prompt, "variables": variables or {}}
 
 
-class OnlineJudge(_Loop):
+class OnlineJudge(Loop):
     """Every `interval` seconds: judge a batch of sampled executions per monitored prompt."""
 
     name = "promptrecord-online-judge"

@@ -33,7 +33,7 @@ from promptrecord.domain.application import PromptRecord
 from promptrecord.domain.base import event_id, workspace_named_by
 from promptrecord.domain.webhooks import WebhookEndpoint, filter_matches
 from promptrecord.settings import Settings
-from promptrecord.workers.dispatcher import PAGE, WINDOW, _Loop
+from promptrecord.workers.dispatcher import PAGE, WINDOW, Loop
 from promptrecord.workers.webhook_runtime import WebhookQueue
 from promptrecord.workers.webhook_store import (
     Delivery,
@@ -126,7 +126,7 @@ def delivery_id_for(workspace: str, endpoint_id: str, event: str) -> str:
     return "msg_" + uuid5(WebhookEndpoint.create_id(workspace, endpoint_id), event).hex
 
 
-class WebhookFollower(_Loop):
+class WebhookFollower(Loop):
     """Follows the log from its tracked position; a delivery per event per endpoint."""
 
     name = "promptrecord-webhook-follower"
@@ -247,7 +247,7 @@ class WebhookFollower(_Loop):
         return made
 
 
-class WebhookReconciler(_Loop):
+class WebhookReconciler(Loop):
     """Every `interval` seconds, enqueues each due pending delivery that no worker holds and
     no message waits for: retries due later than the broker holds them, and what a crash
     dropped."""
