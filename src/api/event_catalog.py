@@ -13,19 +13,10 @@ from dataclasses import dataclass
 from eventsourcing.utils import resolve_topic
 
 from promptrecord.api.routes.events import event_types
+from promptrecord.domain.base import is_data_field
 
-# Fields every event carries outside `data` (see /v1/events), and never-shown secrets.
-_ENVELOPE = frozenset(
-    {
-        "self",
-        "originator_id",
-        "originator_version",
-        "timestamp",
-        "originator_topic",
-        "prev_hash",
-        "actor",
-    }
-)
+# Parameters of a Created event's __init__ that are not attributes of the event.
+_NOT_ATTRIBUTES = frozenset({"self", "originator_topic"})
 _NEVER_WRITTEN = "never written: the aggregate is created by its {} event"
 
 DESCRIPTIONS: dict[str, str] = {
@@ -90,7 +81,7 @@ def data_fields(topic: str) -> list[str]:
     """The fields of an event's `data`: its own attributes but the envelope and secrets."""
     cls = resolve_topic(topic)
     names = inspect.signature(cls.__init__).parameters
-    return [name for name in names if name not in _ENVELOPE and "secret" not in name]
+    return [name for name in names if name not in _NOT_ATTRIBUTES and is_data_field(name)]
 
 
 def catalogue() -> list[EventTypeInfo]:

@@ -61,6 +61,23 @@ class Actor:
 SYSTEM = Actor(key_id="system", key_name="promptrecord")
 
 
+# Attributes every event carries outside its own data: where it belongs, when, who, its chain.
+EVENT_ENVELOPE = frozenset(
+    {"originator_id", "originator_version", "timestamp", "prev_hash", "actor"}
+)
+
+
+def is_data_field(name: str) -> bool:
+    """Whether an event attribute is part of the data readers see (`/v1/events`, webhook
+    bodies): not the envelope, and nothing secret."""
+    return name not in EVENT_ENVELOPE and "secret" not in name
+
+
+def event_data(event: Any) -> dict[str, Any]:
+    """An event's own fields, as readers of the log see them."""
+    return {name: value for name, value in vars(event).items() if is_data_field(name)}
+
+
 def workspace_named_by(created: Any) -> str | None:
     """The workspace a version-1 event names: `Workspace.Created` its slug, every other
     aggregate's first event its `workspace` field."""

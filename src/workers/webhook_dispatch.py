@@ -30,7 +30,7 @@ from uuid import UUID, uuid5
 from eventsourcing.utils import get_topic
 
 from promptrecord.domain.application import PromptRecord
-from promptrecord.domain.base import event_id, workspace_named_by
+from promptrecord.domain.base import event_data, event_id, workspace_named_by
 from promptrecord.domain.webhooks import WebhookEndpoint, filter_matches
 from promptrecord.settings import Settings
 from promptrecord.workers.dispatcher import PAGE, WINDOW, Loop
@@ -45,7 +45,6 @@ from promptrecord.workers.webhook_store import (
 log = logging.getLogger(__name__)
 
 # Fields every event carries outside `data` (as `/v1/events` leaves them out).
-ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "prev_hash", "actor"})
 MEMBERSHIP_CACHE = 100_000
 ENDPOINT_EVENTS = "WebhookEndpoint."
 
@@ -92,11 +91,7 @@ def _plain(value: Any) -> Any:
 
 def event_body(event: Any, workspace: str) -> str:
     """The JSON body posted for `event`, fixed once: compact, keys in the event's order."""
-    data = {
-        name: value
-        for name, value in vars(event).items()
-        if name not in ENVELOPE and "secret" not in name
-    }
+    data = event_data(event)
     body = {
         "id": event_id(event),
         "type": type(event).__qualname__,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from promptrecord.api.deps import Caller, ServicesDep, Viewer
 from promptrecord.api.problems import problem_responses
 from promptrecord.api.services import Services
-from promptrecord.domain.base import ChainedAggregate, event_id, workspace_named_by
+from promptrecord.domain.base import ChainedAggregate, event_data, event_id, workspace_named_by
 from promptrecord.domain.errors import Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,6 @@ SCAN_WINDOW = 10_000
 BATCH = 1000
 # Aggregates whose workspace was looked up in the log (the live state knows most of them).
 MEMBERSHIP_CACHE = 100_000
-
-# Fields every item carries outside `data`, and fields no reader of the feed may see.
-_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "prev_hash", "actor"})
 
 _EXAMPLE: dict[str, Any] = {
     "position": 42,
@@ -168,11 +165,7 @@ def _refuse_limited(caller: Caller) -> None:
 def _item(position: int, event: Any) -> EventOut | None:
     if event is None:
         return None
-    data = {
-        name: value
-        for name, value in vars(event).items()
-        if name not in _ENVELOPE and "secret" not in name
-    }
+    data = event_data(event)
     try:
         return EventOut(
             position=position,
